@@ -1568,44 +1568,73 @@ static bool loop_done(struct loop *l)
 	return true;
 }
 
-int loop_run(struct loop *l)
+/* One turn: flush writes, submit, wait for completions or the next timer
+ * (at most max_wait_ms), handle them, run due timers. */
+static int loop_iterate(struct loop *l, uint64_t max_wait_ms)
 {
 	struct __kernel_timespec ts;
+	l->stats.iterations++;
+	flush_dirty(l);
+	l->now_ms = time_mono_ms();
+	uint64_t ms = max_wait_ms;
+	if (l->heap_len) {
+		uint64_t d = l->heap[0]->deadline_ms;
+		ms = MIN(ms, d > l->now_ms ? d - l->now_ms : 0);
+	}
+	struct __kernel_timespec *tsp = NULL;
+	if (ms != UINT64_MAX) {
+		ts.tv_sec = (long long)(ms / 1000);
+		ts.tv_nsec = (long long)(ms % 1000) * 1000000;
+		tsp = &ts;
+	}
+	struct io_uring_cqe *cqe = NULL;
+	l->stats.submits++;
+	int r = io_uring_submit_and_wait_timeout(&l->ring, &cqe, 1, tsp, NULL);
+	if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY) {
+		LOG_ERROR("loop", 0, "submit_failed", "errno=%d", -r);
+		return -1;
+	}
+	l->now_ms = time_mono_ms();
+	unsigned head, n = 0;
+	io_uring_for_each_cqe(&l->ring, head, cqe) {
+		handle_cqe(l, cqe);
+		n++;
+	}
+	io_uring_cq_advance(&l->ring, n);
+	if (l->stop_requested && !l->stopping)
+		loop_begin_stop(l);
+	timers_run(l);
+	return 0;
+}
+
+int loop_run(struct loop *l)
+{
 	while (!loop_done(l)) {
-		l->stats.iterations++;
-		flush_dirty(l);
-		l->now_ms = time_mono_ms();
-		struct __kernel_timespec *tsp = NULL;
-		if (l->heap_len) {
-			uint64_t d = l->heap[0]->deadline_ms;
-			uint64_t ms = d > l->now_ms ? d - l->now_ms : 0;
-			ts.tv_sec = (long long)(ms / 1000);
-			ts.tv_nsec = (long long)(ms % 1000) * 1000000;
-			tsp = &ts;
-		}
-		struct io_uring_cqe *cqe = NULL;
-		l->stats.submits++;
-		int r = io_uring_submit_and_wait_timeout(&l->ring, &cqe, 1, tsp, NULL);
-		if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY) {
-			LOG_ERROR("loop", 0, "submit_failed", "errno=%d", -r);
+		if (loop_iterate(l, UINT64_MAX) < 0)
 			return -1;
-		}
-		l->now_ms = time_mono_ms();
-		unsigned head, n = 0;
-		io_uring_for_each_cqe(&l->ring, head, cqe) {
-			handle_cqe(l, cqe);
-			n++;
-		}
-		io_uring_cq_advance(&l->ring, n);
-		if (l->stop_requested && !l->stopping)
-			loop_begin_stop(l);
-		timers_run(l);
 	}
 	timer_stop(l, &l->drain_timer);
 	flush_dirty(l);
 	io_uring_submit(&l->ring);
 	LOG_INFO("loop", 0, "stopped", "iterations=%" PRIu64, l->stats.iterations);
 	return 0;
+}
+
+int loop_run_until(struct loop *l, bool (*pred)(void *arg), void *arg, uint32_t max_ms)
+{
+	uint64_t end = time_mono_ms() + max_ms;
+	for (;;) {
+		if (pred && pred(arg))
+			return 0;
+		uint64_t now = time_mono_ms();
+		if (now >= end)
+			break;
+		if (loop_iterate(l, end - now) < 0)
+			return -1;
+	}
+	flush_dirty(l);
+	io_uring_submit(&l->ring);
+	return pred && pred(arg) ? 0 : -1;
 }
 
 struct loop *loop_new(const struct loop_config *cfg, const char **error_r)

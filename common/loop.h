@@ -223,8 +223,13 @@ struct loop_stats {
 
 struct loop *loop_new(const struct loop_config *cfg, const char **error_r);
 void loop_free(struct loop **l);
-/* Run until stopped and drained. Returns 0. */
+/* Run until stopped and drained. Returns 0. A loop runs to a stop once:
+ * the drain closes its listeners. */
 int loop_run(struct loop *l);
+/* Run until pred(arg) is true (checked before every turn) or max_ms pass,
+ * without draining: for tests and for client tools that wait for a reply.
+ * Returns 0 if pred became true, -1 otherwise. */
+int loop_run_until(struct loop *l, bool (*pred)(void *arg), void *arg, uint32_t max_ms);
 /* Begin graceful drain (thread-safe): stop accepting, let connections
  * finish, exit loop_run once nothing is in flight or drain_ms passed. */
 void loop_request_stop(struct loop *l);

@@ -1,0 +1,632 @@
+/* RPC server and client on the loop. See rpc.h. */
+#include "proto/rpc.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+#include "common/log.h"
+#include "common/net.h"
+#include "common/tls.h"
+
+const char *rpc_status_str(enum rpc_status s)
+{
+	switch (s) {
+	case RPC_OK: return "ok";
+	case RPC_REMOTE_ERROR: return "remote_error";
+	case RPC_TIMEOUT: return "timeout";
+	case RPC_UNAVAILABLE: return "unavailable";
+	case RPC_BAD_REPLY: return "bad_reply";
+	case RPC_CANCELLED: return "cancelled";
+	}
+	return "?";
+}
+
+/* ---- server ---------------------------------------------------------- */
+
+struct rpc_server {
+	struct loop *loop;
+	struct listener *ls;
+	struct rpc_server_config cfg;
+	struct rpc_method_handler *handlers;
+};
+
+/* Per server-side connection. Calls in flight are linked so that a closing
+ * connection can detach them (their later replies are then dropped). */
+struct rpc_sconn {
+	struct rpc_server *srv;
+	struct conn *c;
+	struct rpc_call *calls;
+	struct buf scratch;
+};
+
+struct rpc_call {
+	struct rpc_sconn *sc; /* NULL once the connection is gone */
+	struct rpc_call *prev, *next;
+	uint64_t req_id;
+	uint64_t conn_id;
+	uint16_t method;
+	uint64_t deadline_at_ms; /* 0 = none */
+	bool cancelled;
+	const struct rpc_method_info *info;
+	ProtobufCMessage *req;
+};
+
+static void call_unlink(struct rpc_call *call)
+{
+	struct rpc_sconn *sc = call->sc;
+	if (!sc)
+		return;
+	if (call->prev)
+		call->prev->next = call->next;
+	else
+		sc->calls = call->next;
+	if (call->next)
+		call->next->prev = call->prev;
+	call->prev = call->next = NULL;
+}
+
+static void call_free(struct rpc_call *call)
+{
+	call_unlink(call);
+	frame_unpacked_free(call->req);
+	free(call);
+}
+
+static void sconn_send(struct rpc_sconn *sc, struct buf *b)
+{
+	conn_write(sc->c, b->data, b->len);
+	b->len = 0;
+	if (b->cap > 65536)
+		buf_cleanup(b);
+}
+
+static void sconn_error(struct rpc_sconn *sc, uint64_t req_id, uint32_t code,
+			const char *message)
+{
+	Mail__Rpc__ErrorReply e = MAIL__RPC__ERROR_REPLY__INIT;
+	e.code = code;
+	e.message = (char *)message;
+	if (frame_encode(&sc->scratch, RPC_ERROR, req_id, &e.base) == 0)
+		sconn_send(sc, &sc->scratch);
+}
+
+static bool call_expired(const struct rpc_call *call)
+{
+	return call->deadline_at_ms && time_mono_ms() > call->deadline_at_ms;
+}
+
+void rpc_call_reply(struct rpc_call *call, const ProtobufCMessage *msg)
+{
+	struct rpc_sconn *sc = call->sc;
+	if (sc && !call->cancelled && !call_expired(call)) {
+		if (frame_encode(&sc->scratch, RPC_RESPONSE, call->req_id, msg) == 0)
+			sconn_send(sc, &sc->scratch);
+		else
+			sconn_error(sc, call->req_id, MAIL__RPC__ERROR_CODE__ERROR_TOO_LARGE,
+				    "reply too large");
+	}
+	call_free(call);
+}
+
+void rpc_call_error(struct rpc_call *call, uint32_t code, const char *message)
+{
+	struct rpc_sconn *sc = call->sc;
+	if (sc && !call->cancelled && !call_expired(call))
+		sconn_error(sc, call->req_id, code, message);
+	call_free(call);
+}
+
+uint32_t rpc_call_remaining_ms(const struct rpc_call *call)
+{
+	if (!call->deadline_at_ms)
+		return UINT32_MAX;
+	uint64_t now = time_mono_ms();
+	return now >= call->deadline_at_ms ? 0 : (uint32_t)(call->deadline_at_ms - now);
+}
+
+uint64_t rpc_call_conn_id(const struct rpc_call *call) { return call->conn_id; }
+bool rpc_call_cancelled(const struct rpc_call *call) { return call->cancelled; }
+
+static const struct rpc_method_handler *find_handler(const struct rpc_server *s,
+						     uint16_t method)
+{
+	for (size_t i = 0; i < s->cfg.n_handlers; i++)
+		if (s->handlers[i].method == method)
+			return &s->handlers[i];
+	return NULL;
+}
+
+static void sconn_dispatch(struct rpc_sconn *sc, const struct frame *f)
+{
+	struct rpc_server *s = sc->srv;
+	if (f->kind == RPC_CANCEL) {
+		for (struct rpc_call *call = sc->calls; call; call = call->next)
+			if (call->req_id == f->req_id)
+				call->cancelled = true;
+		return;
+	}
+	if (f->kind != RPC_REQUEST) {
+		/* A server side sees only requests and cancels today. */
+		LOG_INFO("rpc", conn_id(sc->c), "unexpected_frame", "kind=%s",
+			 rpc_kind_str(f->kind));
+		return;
+	}
+	const struct rpc_method_info *info = rpc_method_get(f->method);
+	const struct rpc_method_handler *h = find_handler(s, f->method);
+	if (!info || !h) {
+		sconn_error(sc, f->req_id, MAIL__RPC__ERROR_CODE__ERROR_UNKNOWN_METHOD,
+			    "unknown method");
+		return;
+	}
+	ProtobufCMessage *req = NULL;
+	if (info->request) {
+		req = frame_unpack(info->request, f->payload);
+		if (!req) {
+			LOG_INFO("rpc", conn_id(sc->c), "bad_request", "method=%s len=%zu",
+				 info->name, f->payload.len);
+			sconn_error(sc, f->req_id, MAIL__RPC__ERROR_CODE__ERROR_BAD_REQUEST,
+				    "request did not decode");
+			return;
+		}
+	}
+	struct rpc_call *call = xcalloc(1, sizeof(*call));
+	call->sc = sc;
+	call->req_id = f->req_id;
+	call->conn_id = conn_id(sc->c);
+	call->method = f->method;
+	call->info = info;
+	call->req = req;
+	if (f->deadline_ms)
+		call->deadline_at_ms = time_mono_ms() + f->deadline_ms;
+	call->next = sc->calls;
+	if (sc->calls)
+		sc->calls->prev = call;
+	sc->calls = call;
+	h->fn(call, req, s->cfg.arg);
+}
+
+static ssize_t sconn_on_data(struct conn *c, const uint8_t *data, size_t len)
+{
+	struct rpc_sconn *sc = conn_user(c);
+	size_t off = 0;
+	size_t max = sc->srv->cfg.max_frame;
+	while (off < len) {
+		struct frame f;
+		size_t used;
+		enum frame_result r = frame_decode(data + off, len - off, max, &f, &used);
+		if (r == FRAME_MORE)
+			break;
+		if (r == FRAME_BAD) {
+			LOG_INFO("rpc", conn_id(c), "bad_frame", "offset=%zu", off);
+			sconn_error(sc, 0, MAIL__RPC__ERROR_CODE__ERROR_BAD_REQUEST, "bad frame");
+			conn_close(c);
+			return (ssize_t)len;
+		}
+		sconn_dispatch(sc, &f);
+		off += used;
+	}
+	return (ssize_t)off;
+}
+
+static void sconn_on_close(struct conn *c, enum conn_close_reason why)
+{
+	struct rpc_sconn *sc = conn_user(c);
+	LOG_DEBUG("rpc", conn_id(c), "close", "reason=%s", conn_close_reason_str(why));
+	while (sc->calls) {
+		struct rpc_call *call = sc->calls;
+		call_unlink(call);
+		call->sc = NULL;
+	}
+	buf_cleanup(&sc->scratch);
+	free(sc);
+}
+
+static const struct conn_handler rpc_server_handler = {
+	.name = "rpc",
+	.on_data = sconn_on_data,
+	.on_close = sconn_on_close,
+};
+
+static void rpc_server_accept(struct conn *c, void *arg)
+{
+	struct rpc_server *s = arg;
+	struct rpc_sconn *sc = xcalloc(1, sizeof(*sc));
+	sc->srv = s;
+	sc->c = c;
+	buf_init(&sc->scratch, 0);
+	/* A frame must fit in the input buffer before it is decoded. */
+	struct conn_limits lim = {
+		.in_max = s->cfg.max_frame + FRAME_HEADER_LEN,
+		.out_high = 1u << 20,
+		.out_max = 2 * s->cfg.max_frame + (1u << 20),
+		.idle_ms = s->cfg.idle_ms,
+		.write_ms = 60000,
+		.handshake_ms = 10000,
+	};
+	conn_set_limits(c, &lim);
+	conn_set_handler(c, &rpc_server_handler, sc);
+}
+
+struct rpc_server *rpc_server_new(struct loop *l, const struct rpc_server_config *cfg,
+				  const char **error_r)
+{
+	struct rpc_server *s = xcalloc(1, sizeof(*s));
+	s->loop = l;
+	s->cfg = *cfg;
+	if (!s->cfg.max_frame)
+		s->cfg.max_frame = FRAME_MAX_DEFAULT;
+	if (!s->cfg.idle_ms)
+		s->cfg.idle_ms = 600000;
+	s->handlers = xcalloc(cfg->n_handlers ? cfg->n_handlers : 1, sizeof(*s->handlers));
+	memcpy(s->handlers, cfg->handlers, cfg->n_handlers * sizeof(*s->handlers));
+	s->cfg.handlers = s->handlers;
+	struct listener_config lc = {
+		.addr = cfg->addr,
+		.tls = cfg->tls,
+		.on_accept = rpc_server_accept,
+		.arg = s,
+	};
+	s->ls = listener_open(l, &lc, error_r);
+	if (!s->ls) {
+		free(s->handlers);
+		free(s);
+		return NULL;
+	}
+	return s;
+}
+
+uint16_t rpc_server_port(const struct rpc_server *s) { return listener_port(s->ls); }
+
+void rpc_server_free(struct rpc_server **sp)
+{
+	struct rpc_server *s = *sp;
+	if (!s)
+		return;
+	*sp = NULL;
+	listener_close(&s->ls);
+	free(s->handlers);
+	free(s);
+}
+
+/* ---- client ---------------------------------------------------------- */
+
+struct pending {
+	struct rpc_client *cl;
+	uint64_t req_id;
+	uint16_t method;
+	struct timer deadline;
+	rpc_reply_fn done;
+	void *arg;
+	struct pending *hnext; /* hash chain */
+	struct buf frame;      /* encoded request while not yet written */
+	bool sent;
+};
+
+#define PENDING_BUCKETS 256
+
+struct rpc_client {
+	struct loop *loop;
+	struct rpc_client_config cfg;
+	char *addr;
+	char *tls_name;
+	struct sockaddr_storage sa;
+	socklen_t sa_len;
+	struct conn *c;
+	bool connected;
+	uint64_t next_id;
+	size_t inflight;
+	struct pending *buckets[PENDING_BUCKETS];
+	struct timer reconnect;
+	uint32_t backoff_ms;
+	bool freeing;
+	struct pending *complete_q; /* calls finished outside a callback */
+	struct timer complete_t;
+};
+
+static void client_connect(struct rpc_client *cl);
+
+static struct pending **pending_slot(struct rpc_client *cl, uint64_t id)
+{
+	struct pending **pp = &cl->buckets[id % PENDING_BUCKETS];
+	while (*pp && (*pp)->req_id != id)
+		pp = &(*pp)->hnext;
+	return pp;
+}
+
+static struct pending *pending_take(struct rpc_client *cl, uint64_t id)
+{
+	struct pending **pp = pending_slot(cl, id);
+	struct pending *p = *pp;
+	if (p) {
+		*pp = p->hnext;
+		p->hnext = NULL;
+		cl->inflight--;
+		timer_stop(cl->loop, &p->deadline);
+	}
+	return p;
+}
+
+static void pending_finish(struct pending *p, enum rpc_status st, const ProtobufCMessage *reply,
+			   const Mail__Rpc__ErrorReply *err)
+{
+	p->done(p->arg, st, reply, err);
+	buf_cleanup(&p->frame);
+	free(p);
+}
+
+static void pending_deadline_cb(struct timer *t)
+{
+	struct pending *p = t->arg;
+	struct rpc_client *cl = p->cl;
+	pending_take(cl, p->req_id);
+	if (cl->connected && p->sent) {
+		struct buf b;
+		buf_init(&b, 0);
+		if (frame_encode_raw(&b, RPC_CANCEL, p->req_id, view_make(NULL, 0)) == 0)
+			conn_write(cl->c, b.data, b.len);
+		buf_cleanup(&b);
+	}
+	pending_finish(p, RPC_TIMEOUT, NULL, NULL);
+}
+
+static void fail_all(struct rpc_client *cl, enum rpc_status st)
+{
+	for (size_t i = 0; i < PENDING_BUCKETS; i++) {
+		while (cl->buckets[i]) {
+			struct pending *p = pending_take(cl, cl->buckets[i]->req_id);
+			pending_finish(p, st, NULL, NULL);
+		}
+	}
+}
+
+static void client_handle_frame(struct rpc_client *cl, const struct frame *f)
+{
+	struct pending *p = pending_take(cl, f->req_id);
+	if (!p) {
+		if (f->kind == RPC_ERROR && f->req_id == 0)
+			LOG_INFO("rpc", conn_id(cl->c), "peer_error", "addr=%s", cl->addr);
+		return; /* late reply after a timeout */
+	}
+	if (f->kind == RPC_ERROR) {
+		Mail__Rpc__ErrorReply *e = (Mail__Rpc__ErrorReply *)frame_unpack(
+			&mail__rpc__error_reply__descriptor, f->payload);
+		if (!e) {
+			pending_finish(p, RPC_BAD_REPLY, NULL, NULL);
+			return;
+		}
+		pending_finish(p, RPC_REMOTE_ERROR, NULL, e);
+		frame_unpacked_free(e);
+		return;
+	}
+	if (f->kind != RPC_RESPONSE) {
+		pending_finish(p, RPC_BAD_REPLY, NULL, NULL);
+		return;
+	}
+	const struct rpc_method_info *info = rpc_method_get(p->method);
+	if (!info || !info->reply) {
+		pending_finish(p, RPC_OK, NULL, NULL);
+		return;
+	}
+	ProtobufCMessage *m = frame_unpack(info->reply, f->payload);
+	if (!m) {
+		pending_finish(p, RPC_BAD_REPLY, NULL, NULL);
+		return;
+	}
+	pending_finish(p, RPC_OK, m, NULL);
+	frame_unpacked_free(m);
+}
+
+static ssize_t client_on_data(struct conn *c, const uint8_t *data, size_t len)
+{
+	struct rpc_client *cl = conn_user(c);
+	size_t off = 0;
+	while (off < len) {
+		struct frame f;
+		size_t used;
+		enum frame_result r = frame_decode(data + off, len - off, cl->cfg.max_frame, &f,
+						   &used);
+		if (r == FRAME_MORE)
+			break;
+		if (r == FRAME_BAD) {
+			LOG_WARN("rpc", conn_id(c), "bad_frame", "addr=%s", cl->addr);
+			return -1;
+		}
+		client_handle_frame(cl, &f);
+		off += used;
+		if (cl->c != c)
+			return -1; /* freed from a callback */
+	}
+	return (ssize_t)off;
+}
+
+static void client_send_pending(struct rpc_client *cl)
+{
+	for (size_t i = 0; i < PENDING_BUCKETS; i++) {
+		for (struct pending *p = cl->buckets[i]; p; p = p->hnext) {
+			if (p->sent)
+				continue;
+			conn_write(cl->c, p->frame.data, p->frame.len);
+			p->sent = true;
+			buf_cleanup(&p->frame);
+		}
+	}
+}
+
+static void client_ready(struct rpc_client *cl)
+{
+	cl->connected = true;
+	cl->backoff_ms = 0;
+	LOG_DEBUG("rpc", conn_id(cl->c), "connected", "addr=%s", cl->addr);
+	client_send_pending(cl);
+}
+
+static void client_on_connect(struct conn *c, int status)
+{
+	struct rpc_client *cl = conn_user(c);
+	if (status < 0) {
+		LOG_INFO("rpc", conn_id(c), "connect_failed", "addr=%s errno=%d", cl->addr, -status);
+		return; /* on_close follows */
+	}
+	if (!conn_ssl(c))
+		client_ready(cl);
+}
+
+static void client_on_tls_ready(struct conn *c)
+{
+	client_ready(conn_user(c));
+}
+
+static void client_on_close(struct conn *c, enum conn_close_reason why)
+{
+	struct rpc_client *cl = conn_user(c);
+	if (cl->c != c)
+		return;
+	LOG_DEBUG("rpc", conn_id(c), "disconnected", "addr=%s reason=%s", cl->addr,
+		  conn_close_reason_str(why));
+	cl->c = NULL;
+	cl->connected = false;
+	if (cl->freeing)
+		return;
+	fail_all(cl, RPC_UNAVAILABLE);
+	/* Reconnect with backoff; a call also triggers a connect attempt. */
+	cl->backoff_ms = cl->backoff_ms ? MIN(cl->backoff_ms * 2, 5000) : 100;
+	timer_start(cl->loop, &cl->reconnect, cl->backoff_ms);
+}
+
+static const struct conn_handler rpc_client_handler = {
+	.name = "rpcc",
+	.on_data = client_on_data,
+	.on_connect = client_on_connect,
+	.on_tls_ready = client_on_tls_ready,
+	.on_close = client_on_close,
+};
+
+static void client_connect(struct rpc_client *cl)
+{
+	if (cl->c || cl->freeing)
+		return;
+	timer_stop(cl->loop, &cl->reconnect);
+	cl->c = conn_connect(cl->loop, (struct sockaddr *)&cl->sa, cl->sa_len,
+			     &rpc_client_handler, cl);
+	if (!cl->c) {
+		timer_start(cl->loop, &cl->reconnect, 1000);
+		return;
+	}
+	struct conn_limits lim = {
+		.in_max = cl->cfg.max_frame + FRAME_HEADER_LEN,
+		.out_high = 1u << 20,
+		.out_max = 2 * cl->cfg.max_frame + (1u << 20),
+		.idle_ms = 0,
+		.write_ms = 60000,
+		.handshake_ms = cl->cfg.connect_timeout_ms,
+	};
+	conn_set_limits(cl->c, &lim);
+	if (cl->cfg.tls) {
+		SSL *ssl = tls_client_new_ssl(cl->cfg.tls, cl->tls_name);
+		if (!ssl || conn_starttls_client(cl->c, ssl) < 0) {
+			conn_abort(cl->c, CONN_CLOSE_TLS);
+			return;
+		}
+	}
+}
+
+static void reconnect_cb(struct timer *t)
+{
+	struct rpc_client *cl = t->arg;
+	if (cl->inflight)
+		client_connect(cl);
+	/* else: connect lazily on the next call */
+}
+
+static void complete_cb(struct timer *t)
+{
+	struct rpc_client *cl = t->arg;
+	while (cl->complete_q) {
+		struct pending *p = cl->complete_q;
+		cl->complete_q = p->hnext;
+		pending_finish(p, RPC_UNAVAILABLE, NULL, NULL);
+	}
+}
+
+struct rpc_client *rpc_client_new(struct loop *l, const struct rpc_client_config *cfg,
+				  const char **error_r)
+{
+	struct rpc_client *cl = xcalloc(1, sizeof(*cl));
+	if (net_parse_addr(cfg->addr, &cl->sa, &cl->sa_len, error_r) < 0) {
+		free(cl);
+		return NULL;
+	}
+	cl->loop = l;
+	cl->cfg = *cfg;
+	cl->addr = xstrdup(cfg->addr);
+	cl->cfg.addr = cl->addr;
+	if (cfg->tls_name)
+		cl->tls_name = xstrdup(cfg->tls_name);
+	if (!cl->cfg.max_frame)
+		cl->cfg.max_frame = FRAME_MAX_DEFAULT;
+	if (!cl->cfg.connect_timeout_ms)
+		cl->cfg.connect_timeout_ms = 3000;
+	cl->next_id = 1;
+	timer_init(&cl->reconnect, reconnect_cb, cl);
+	timer_init(&cl->complete_t, complete_cb, cl);
+	return cl;
+}
+
+uint64_t rpc_client_call(struct rpc_client *cl, uint16_t method, const ProtobufCMessage *req,
+			 uint32_t deadline_ms, rpc_reply_fn done, void *arg)
+{
+	struct pending *p = xcalloc(1, sizeof(*p));
+	p->cl = cl;
+	p->req_id = cl->next_id++;
+	p->method = method;
+	p->done = done;
+	p->arg = arg;
+	if (!deadline_ms)
+		deadline_ms = 10000;
+	buf_init(&p->frame, 0);
+	if (frame_encode_request(&p->frame, method, p->req_id, deadline_ms, req) < 0) {
+		/* Cannot be encoded (too large): finish asynchronously. */
+		p->hnext = cl->complete_q;
+		cl->complete_q = p;
+		timer_start(cl->loop, &cl->complete_t, 0);
+		return p->req_id;
+	}
+	timer_init(&p->deadline, pending_deadline_cb, p);
+	timer_start(cl->loop, &p->deadline, deadline_ms);
+	struct pending **slot = pending_slot(cl, p->req_id);
+	*slot = p;
+	cl->inflight++;
+	if (cl->connected) {
+		conn_write(cl->c, p->frame.data, p->frame.len);
+		p->sent = true;
+		buf_cleanup(&p->frame);
+	} else {
+		client_connect(cl);
+	}
+	return p->req_id;
+}
+
+bool rpc_client_connected(const struct rpc_client *cl) { return cl->connected; }
+size_t rpc_client_inflight(const struct rpc_client *cl) { return cl->inflight; }
+
+void rpc_client_free(struct rpc_client **clp)
+{
+	struct rpc_client *cl = *clp;
+	if (!cl)
+		return;
+	*clp = NULL;
+	cl->freeing = true;
+	timer_stop(cl->loop, &cl->reconnect);
+	timer_stop(cl->loop, &cl->complete_t);
+	if (cl->c)
+		conn_abort(cl->c, CONN_CLOSE_LOCAL);
+	fail_all(cl, RPC_CANCELLED);
+	while (cl->complete_q) {
+		struct pending *p = cl->complete_q;
+		cl->complete_q = p->hnext;
+		pending_finish(p, RPC_CANCELLED, NULL, NULL);
+	}
+	free(cl->addr);
+	free(cl->tls_name);
+	free(cl);
+}
