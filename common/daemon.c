@@ -52,8 +52,9 @@ int daemon_init(struct daemon *d, const struct daemon_spec *spec, int argc, char
 	struct config_def *defs = xcalloc(n, sizeof(*defs));
 	memcpy(defs, common_defs, sizeof(common_defs));
 	memcpy(defs + ARRAY_LEN(common_defs), spec->defs, spec->n_defs * sizeof(*defs));
+	/* config keeps pointing at the table: it lives as long as d. */
+	d->defs = defs;
 	d->cfg = config_new(defs, n);
-	free(defs);
 
 	const char *config_file = NULL;
 	bool print = false;
@@ -260,15 +261,24 @@ static void on_hup(void *arg)
 			 tls_server_generation(d->tls));
 }
 
-static void on_stop(void *arg)
+static void stop_others(struct daemon *d)
 {
-	struct daemon *d = arg;
 	pthread_mutex_lock(&threads_mu);
 	stopping = true;
 	for (unsigned i = 1; i < d->threads; i++)
 		if (threads[i].loop)
 			loop_request_stop(threads[i].loop);
 	pthread_mutex_unlock(&threads_mu);
+}
+
+/* Runs on each thread's own loop when its drain begins. */
+static void on_stop(void *arg)
+{
+	struct thread_ctx *t = arg;
+	if (t->d->spec->thread_drain)
+		t->d->spec->thread_drain(t->d, t->loop, t->idx);
+	if (t->idx == 0)
+		stop_others(t->d);
 }
 
 static int thread_setup(struct thread_ctx *t, const char **error_r)
@@ -288,7 +298,6 @@ static int thread_setup(struct thread_ctx *t, const char **error_r)
 	pthread_mutex_unlock(&threads_mu);
 	if (t->idx == 0) {
 		loop_set_hup_cb(t->loop, on_hup, d);
-		loop_set_stop_cb(t->loop, on_stop, d);
 		const char *maddr = config_get_str(d->cfg, "metrics.listen");
 		if (maddr) {
 			struct listener_config c = { .addr = maddr, .on_accept = admin_accept };
@@ -297,6 +306,7 @@ static int thread_setup(struct thread_ctx *t, const char **error_r)
 				return -1;
 		}
 	}
+	loop_set_stop_cb(t->loop, on_stop, t);
 	timer_init(&t->stats_timer, stats_timer_cb, t);
 	timer_start(t->loop, &t->stats_timer, 1000);
 	if (d->spec->thread_init(d, t->loop, t->idx, error_r) < 0)
@@ -362,7 +372,7 @@ int daemon_run(struct daemon *d)
 		 d->tls ? "on" : "off");
 	loop_run(threads[0].loop);
 	/* Thread 0 drained; make sure the others drain too. */
-	on_stop(d);
+	stop_others(d);
 	int status = 0;
 	for (unsigned i = 1; i < d->threads; i++) {
 		pthread_join(threads[i].tid, NULL);
@@ -380,5 +390,7 @@ void daemon_cleanup(struct daemon *d)
 {
 	tls_server_free(&d->tls);
 	config_free(&d->cfg);
+	free(d->defs);
+	d->defs = NULL;
 	metrics_cleanup();
 }

@@ -37,12 +37,16 @@ struct daemon_spec {
 	size_t n_defs;
 	daemon_thread_fn thread_init;
 	daemon_thread_done_fn thread_done; /* optional */
+	/* Optional: this thread's loop began draining (SIGTERM); the loop
+	 * still runs, so goodbyes to Redis or peers can be sent here. */
+	daemon_thread_done_fn thread_drain;
 	void *arg;
 };
 
 struct daemon {
 	const struct daemon_spec *spec;
 	struct config *cfg;
+	struct config_def *defs; /* common + daemon keys, owned */
 	struct tls_server *tls;  /* NULL when no tls.cert is configured */
 	unsigned threads;
 	void *arg;

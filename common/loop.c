@@ -136,6 +136,7 @@ struct loop {
 	uint32_t efd_op;
 	struct work_queue done;
 	uint32_t work_inflight;
+	uint32_t holds;
 	_Atomic int stop_requested;
 	bool stopping;
 	struct timer drain_timer;
@@ -1447,6 +1448,17 @@ static void loop_begin_stop(struct loop *l)
 		l->stop_cb(l->stop_arg);
 }
 
+void loop_hold(struct loop *l)
+{
+	l->holds++;
+}
+
+void loop_release(struct loop *l)
+{
+	if (l->holds)
+		l->holds--;
+}
+
 void loop_request_stop(struct loop *l)
 {
 	l->stop_requested = 1;
@@ -1563,7 +1575,9 @@ static bool loop_done(struct loop *l)
 {
 	if (!l->stopping)
 		return false;
-	if (l->conns || l->work_inflight)
+	if (l->drain_forced)
+		return true;
+	if (l->conns || l->work_inflight || l->holds)
 		return false;
 	return true;
 }

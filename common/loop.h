@@ -234,10 +234,14 @@ int loop_run_until(struct loop *l, bool (*pred)(void *arg), void *arg, uint32_t 
  * finish, exit loop_run once nothing is in flight or drain_ms passed. */
 void loop_request_stop(struct loop *l);
 bool loop_stopping(const struct loop *l);
+/* Keep a draining loop running until the matching release (e.g. a last
+ * Redis command during shutdown); the drain timeout still applies. */
+void loop_hold(struct loop *l);
+void loop_release(struct loop *l);
 /* Called on SIGHUP (only for a loop with handle_signals). */
 void loop_set_hup_cb(struct loop *l, void (*cb)(void *arg), void *arg);
-/* Called when drain begins (only on the signal-owning loop), e.g. to stop
- * the other loops. */
+/* Called on this loop's thread when its drain begins (SIGTERM on the
+ * signal-owning loop, or loop_request_stop). */
 void loop_set_stop_cb(struct loop *l, void (*cb)(void *arg), void *arg);
 const struct loop_stats *loop_get_stats(const struct loop *l);
 uint64_t loop_now_ms(const struct loop *l);

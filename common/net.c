@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,19 +68,69 @@ bad:
 	return -1;
 }
 
+/* Addresses this process has bound with SO_REUSEPORT. Another thread may
+ * share them; another process must not (two daemons silently splitting one
+ * port's connections would be an operator's nightmare). */
+static pthread_mutex_t bound_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct sockaddr_storage *bound;
+static size_t n_bound;
+
+static bool bound_here(const struct sockaddr *sa, socklen_t len)
+{
+	for (size_t i = 0; i < n_bound; i++)
+		if (memcmp(&bound[i], sa, len) == 0)
+			return true;
+	return false;
+}
+
+static uint16_t sa_port(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)sa)->sin_port);
+	return ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+}
+
 int net_listen(const struct sockaddr *sa, socklen_t len, int backlog, const char **error_r)
 {
 	static __thread char err[160];
-	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
+	int fd = -1;
+	pthread_mutex_lock(&bound_mu);
+	if (sa_port(sa) != 0 && !bound_here(sa, len)) {
+		/* Probe without SO_REUSEPORT: fails if anyone else holds it. */
+		int probe = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		int one = 1, zero = 0;
+		setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (sa->sa_family == AF_INET6)
+			setsockopt(probe, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+		int r = bind(probe, sa, len);
+		int e = errno;
+		close(probe);
+		if (r < 0) {
+			pthread_mutex_unlock(&bound_mu);
+			errno = e;
+			goto fail;
+		}
+	}
+	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		pthread_mutex_unlock(&bound_mu);
 		goto fail;
+	}
 	int one = 1, zero = 0;
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 	if (sa->sa_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
-	if (bind(fd, sa, len) < 0 || listen(fd, backlog) < 0)
+	if (bind(fd, sa, len) < 0 || listen(fd, backlog) < 0) {
+		pthread_mutex_unlock(&bound_mu);
 		goto fail;
+	}
+	if (sa_port(sa) != 0 && !bound_here(sa, len)) {
+		bound = xrealloc(bound, (n_bound + 1) * sizeof(*bound));
+		memset(&bound[n_bound], 0, sizeof(*bound));
+		memcpy(&bound[n_bound++], sa, len);
+	}
+	pthread_mutex_unlock(&bound_mu);
 	return fd;
 fail:;
 	int e = errno;
