@@ -1,0 +1,371 @@
+#!/usr/bin/env python3
+"""Run a whole cluster on this machine, on loopback.
+
+  deploy/local-cluster up [--nodes N] [--dir DIR] [--port-base P]
+  deploy/local-cluster status [--dir DIR]
+  deploy/local-cluster down [--dir DIR]
+  deploy/local-cluster stop-node I [--kill] [--dir DIR]
+  deploy/local-cluster start-node I [--dir DIR]
+
+`up` (through the deploy/local-cluster wrapper) installs missing packages
+and builds the project (deploy/setup), then starts a Redis of its
+own, N mailnodes and one mailproxy, with a CA and a certificate for
+mail.example.test, writes DIR/cluster.env and returns once everything
+accepts connections. `down` stops exactly what `up` started (by PID).
+Running `up` twice is safe.
+
+Ports (P = port base, default 10000): Redis P+379, node I RPC P+7000+I,
+node I metrics P+9100+I, proxy metrics P+9100. Mail ports (SMTP P+25,
+submission P+587, submissions P+465, IMAP P+143, IMAPS P+993, POP3 P+110,
+POP3S P+995) are reserved for the proxy issue and written to cluster.env
+already.
+"""
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def die(msg):
+    print(f"local-cluster: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def binaries():
+    build = os.environ.get("MAIL_BUILD_DIR", os.path.join(ROOT, "build"))
+    return {name: os.path.join(build, name)
+            for name in ("mailnode", "mailproxy", "mailctl", "mailbench")}
+
+
+def ensure_built():
+    bins = binaries()
+    if all(os.access(p, os.X_OK) for p in bins.values()):
+        return bins
+    print("local-cluster: building (deploy/setup) ...", flush=True)
+    subprocess.run([os.path.join(HERE, "setup")], check=True)
+    return bins
+
+
+
+def port_open(port, host="127.0.0.1"):
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def check_free(port, what):
+    if port_open(port):
+        die(f"port {port} for {what} is taken by a process this cluster did not start; "
+            "stop it or choose another --port-base")
+
+
+def wait_port(port, proc_pid, what, timeout=15):
+    end = time.time() + timeout
+    while time.time() < end:
+        if port_open(port):
+            return
+        if not pid_alive(proc_pid):
+            die(f"{what} exited during start-up; see its log")
+        time.sleep(0.05)
+    die(f"{what} did not accept connections on port {port} within {timeout}s")
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def pid_cmd(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return ""
+
+
+class Cluster:
+    def __init__(self, d, port_base=10000, nodes=3):
+        self.dir = os.path.abspath(d)
+        self.piddir = os.path.join(self.dir, "pids")
+        self.logdir = os.path.join(self.dir, "logs")
+        self.port_base = port_base
+        self.nodes = nodes
+        state = os.path.join(self.dir, "cluster.state")
+        if os.path.exists(state):
+            with open(state) as f:
+                kv = dict(line.strip().split("=", 1) for line in f if "=" in line)
+            self.port_base = int(kv.get("port_base", port_base))
+            self.nodes = int(kv.get("nodes", nodes))
+
+    def save_state(self):
+        os.makedirs(self.dir, exist_ok=True)
+        with open(os.path.join(self.dir, "cluster.state"), "w") as f:
+            f.write(f"port_base={self.port_base}\nnodes={self.nodes}\n")
+
+    # ports
+    @property
+    def redis_port(self):
+        return self.port_base + 379
+
+    def node_rpc(self, i):
+        return self.port_base + 7000 + i
+
+    def node_metrics(self, i):
+        return self.port_base + 9100 + i
+
+    @property
+    def proxy_metrics(self):
+        return self.port_base + 9100
+
+    @property
+    def redis_url(self):
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    # processes
+    def pidfile(self, name):
+        return os.path.join(self.piddir, name + ".pid")
+
+    def read_pid(self, name):
+        try:
+            with open(self.pidfile(name)) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            return None
+
+    def running(self, name, binary):
+        pid = self.read_pid(name)
+        # Compare the program name only: redis-server rewrites its title.
+        if pid and pid_alive(pid) and \
+                os.path.basename(pid_cmd(pid).split(" ")[0]) == os.path.basename(binary):
+            return pid
+        return None
+
+    def spawn(self, name, argv):
+        os.makedirs(self.piddir, exist_ok=True)
+        os.makedirs(self.logdir, exist_ok=True)
+        log = open(os.path.join(self.logdir, name + ".log"), "ab")
+        p = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                             cwd=self.dir, start_new_session=True)
+        with open(self.pidfile(name), "w") as f:
+            f.write(f"{p.pid}\n")
+        return p.pid
+
+    def stop(self, name, binary, kill=False, timeout=10):
+        pid = self.running(name, binary)
+        if not pid:
+            return False
+        os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
+        end = time.time() + timeout
+        while pid_alive(pid) and time.time() < end:
+            time.sleep(0.05)
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            while pid_alive(pid):
+                time.sleep(0.05)
+        try:
+            os.unlink(self.pidfile(name))
+        except OSError:
+            pass
+        return True
+
+    # pieces
+    def make_certs(self):
+        tls = os.path.join(self.dir, "tls")
+        ca, cert, key = (os.path.join(tls, n) for n in ("ca.pem", "server.pem", "server.key"))
+        if all(os.path.exists(p) for p in (ca, cert, key)):
+            return ca, cert, key
+        os.makedirs(tls, exist_ok=True)
+        run = lambda *a: subprocess.run(a, check=True, capture_output=True)
+        cakey = os.path.join(tls, "ca.key")
+        run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+            "-nodes", "-keyout", cakey, "-out", ca, "-days", "3650",
+            "-subj", "/CN=mailcluster local CA")
+        csr = os.path.join(tls, "server.csr")
+        run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", key, "-out", csr, "-subj", "/CN=mail.example.test")
+        ext = os.path.join(tls, "server.ext")
+        with open(ext, "w") as f:
+            f.write("subjectAltName=DNS:mail.example.test,DNS:localhost,IP:127.0.0.1\n"
+                    "extendedKeyUsage=serverAuth\n")
+        run("openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", cakey,
+            "-CAcreateserial", "-out", cert, "-days", "825", "-extfile", ext)
+        os.chmod(key, 0o600)
+        return ca, cert, key
+
+    def write_env(self, bins, ca):
+        p = self.port_base
+        env = {
+            "SMTP_PORT": p + 25, "SUBMISSION_PORT": p + 587, "SMTPS_PORT": p + 465,
+            "IMAP_PORT": p + 143, "IMAPS_PORT": p + 993, "POP3_PORT": p + 110,
+            "POP3S_PORT": p + 995, "REDIS_URL": self.redis_url, "CA_FILE": ca,
+            "MAILCTL": bins["mailctl"], "MAILBENCH": bins["mailbench"],
+            "NODES": self.nodes, "PROXY_METRICS": f"http://127.0.0.1:{self.proxy_metrics}/metrics",
+        }
+        for i in range(1, self.nodes + 1):
+            env[f"NODE{i}_RPC"] = f"127.0.0.1:{self.node_rpc(i)}"
+            env[f"NODE{i}_METRICS"] = f"http://127.0.0.1:{self.node_metrics(i)}/metrics"
+        with open(os.path.join(self.dir, "cluster.env"), "w") as f:
+            for k, v in env.items():
+                f.write(f"{k}={v}\n")
+
+    def start_redis(self):
+        redis = shutil.which("redis-server")
+        if not redis:
+            die("redis-server not found (run deploy/setup)")
+        if self.running("redis", redis):
+            return
+        check_free(self.redis_port, "redis")
+        rdir = os.path.join(self.dir, "redis")
+        os.makedirs(rdir, exist_ok=True)
+        pid = self.spawn("redis", [redis, "--port", str(self.redis_port), "--bind", "127.0.0.1",
+                                   "--dir", rdir, "--appendonly", "yes", "--save", "",
+                                   "--daemonize", "no", "--protected-mode", "yes"])
+        wait_port(self.redis_port, pid, "redis-server")
+
+    def start_node(self, bins, i):
+        name = f"node{i}"
+        if self.running(name, bins["mailnode"]):
+            return
+        check_free(self.node_rpc(i), name)
+        data = os.path.join(self.dir, name)
+        os.makedirs(data, exist_ok=True)
+        pid = self.spawn(name, [bins["mailnode"],
+                                "--set", f"node.id={name}",
+                                "--set", f"rpc.listen=127.0.0.1:{self.node_rpc(i)}",
+                                "--set", f"metrics.listen=127.0.0.1:{self.node_metrics(i)}",
+                                "--set", f"redis.url={self.redis_url}",
+                                "--set", f"data.dir={data}"])
+        wait_port(self.node_rpc(i), pid, name)
+
+    def start_proxy(self, bins, cert, key):
+        if self.running("proxy1", bins["mailproxy"]):
+            return
+        check_free(self.proxy_metrics, "proxy1")
+        pid = self.spawn("proxy1", [bins["mailproxy"],
+                                    "--set", "proxy.id=proxy1",
+                                    "--set", f"metrics.listen=127.0.0.1:{self.proxy_metrics}",
+                                    "--set", f"redis.url={self.redis_url}",
+                                    "--set", f"tls.cert={cert}", "--set", f"tls.key={key}"])
+        wait_port(self.proxy_metrics, pid, "mailproxy")
+
+
+def cmd_up(args):
+    c = Cluster(args.dir, args.port_base, args.nodes)
+    if not os.path.exists(os.path.join(c.dir, "cluster.state")):
+        c.port_base, c.nodes = args.port_base, args.nodes
+    bins = ensure_built()
+    c.save_state()
+    ca, cert, key = c.make_certs()
+    c.start_redis()
+    for i in range(1, c.nodes + 1):
+        c.start_node(bins, i)
+    c.start_proxy(bins, cert, key)
+    c.write_env(bins, ca)
+    # Wait until every member shows up in Redis.
+    end = time.time() + 10
+    while True:
+        r = subprocess.run([bins["mailctl"], "--redis", c.redis_url, "status"],
+                           capture_output=True, text=True)
+        if r.returncode == 0 and r.stdout.count(" up ") >= c.nodes + 1:
+            break
+        if time.time() > end:
+            print(r.stdout, r.stderr)
+            die("members did not register in Redis")
+        time.sleep(0.1)
+    env = os.path.join(c.dir, "cluster.env")
+    print(f"""cluster is up: Redis, {c.nodes} mailnode(s), 1 mailproxy ({c.dir})
+
+  {bins['mailctl']} --redis {c.redis_url} status
+  {bins['mailctl']} ping 127.0.0.1:{c.node_rpc(1)}
+  curl -s http://127.0.0.1:{c.node_metrics(1)}/metrics
+  {bins['mailbench']} echo --self --seconds 3     # the runtime's own benchmark
+
+settings: {env}; logs: {c.logdir}; stop with: {os.path.join(HERE, "local-cluster")} down --dir {c.dir}
+SMTP/IMAP/POP3 are not served yet: they arrive with the storage, node and
+proxy issues (see README.md).""")
+
+
+def cmd_status(args):
+    c = Cluster(args.dir)
+    bins = binaries()
+    names = [("redis", shutil.which("redis-server") or "redis-server")]
+    names += [(f"node{i}", bins["mailnode"]) for i in range(1, c.nodes + 1)]
+    names += [("proxy1", bins["mailproxy"])]
+    ok = True
+    for name, b in names:
+        pid = c.running(name, b)
+        print(f"{name:8} {'running pid ' + str(pid) if pid else 'stopped'}")
+        ok &= bool(pid)
+    if c.running("redis", names[0][1]):
+        r = subprocess.run([bins["mailctl"], "--redis", c.redis_url, "status"])
+        ok &= r.returncode == 0
+    return 0 if ok else 1
+
+
+def cmd_down(args):
+    c = Cluster(args.dir)
+    bins = binaries()
+    c.stop("proxy1", bins["mailproxy"])
+    for i in range(1, c.nodes + 1):
+        c.stop(f"node{i}", bins["mailnode"])
+    c.stop("redis", shutil.which("redis-server") or "redis-server")
+    print("cluster stopped")
+
+
+def cmd_stop_node(args):
+    c = Cluster(args.dir)
+    if not 1 <= args.index <= c.nodes:
+        die(f"no node {args.index} (nodes 1..{c.nodes})")
+    if not c.stop(f"node{args.index}", binaries()["mailnode"], kill=args.kill):
+        die(f"node{args.index} is not running")
+
+
+def cmd_start_node(args):
+    c = Cluster(args.dir)
+    if not 1 <= args.index <= c.nodes:
+        die(f"no node {args.index} (nodes 1..{c.nodes})")
+    c.start_node(binaries(), args.index)
+
+
+def main():
+    ap = argparse.ArgumentParser(prog="local-cluster", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up")
+    up.add_argument("--nodes", type=int, default=3)
+    up.add_argument("--port-base", type=int, default=10000)
+    for p in [up] + [sub.add_parser(n) for n in ("status", "down")]:
+        p.add_argument("--dir", default=os.path.join(os.getcwd(), "run"))
+    sn = sub.add_parser("stop-node")
+    sn.add_argument("index", type=int)
+    sn.add_argument("--kill", action="store_true")
+    st = sub.add_parser("start-node")
+    st.add_argument("index", type=int)
+    for p in (sn, st):
+        p.add_argument("--dir", default=os.path.join(os.getcwd(), "run"))
+    args = ap.parse_args()
+    if args.cmd == "up" and not 1 <= args.nodes <= 64:
+        die("--nodes must be 1..64")
+    fn = {"up": cmd_up, "status": cmd_status, "down": cmd_down,
+          "stop-node": cmd_stop_node, "start-node": cmd_start_node}[args.cmd]
+    sys.exit(fn(args) or 0)
+
+
+if __name__ == "__main__":
+    main()
