@@ -101,7 +101,11 @@ struct conn {
 	size_t tls_rd_len;
 	struct conn *dirty_next;
 	struct conn *prev, *next; /* all conns of the loop */
-	struct sockaddr_storage peer;
+	union {
+		struct sockaddr sa;
+		struct sockaddr_in in4;
+		struct sockaddr_in6 in6;
+	} peer; /* not sockaddr_storage: 28 bytes, not 128, per connection */
 };
 
 struct work_queue {
@@ -451,12 +455,13 @@ struct loop *conn_loop(const struct conn *c) { return c->loop; }
 int conn_fd(const struct conn *c) { return c->fd; }
 SSL *conn_ssl(const struct conn *c) { return c->ssl; }
 bool conn_tls_active(const struct conn *c) { return (c->flags & CF_TLS_READY) != 0; }
-const struct sockaddr_storage *conn_peer(const struct conn *c) { return &c->peer; }
+const struct sockaddr *conn_peer(const struct conn *c) { return &c->peer.sa; }
 size_t conn_out_pending(const struct conn *c) { return c->out.len + c->sending.len; }
+size_t conn_struct_size(void) { return sizeof(struct conn); }
 
 const char *conn_peer_str(const struct conn *c, char *out, size_t out_len)
 {
-	return net_addr_str((const struct sockaddr *)&c->peer, out, out_len);
+	return net_addr_str(&c->peer.sa, out, out_len);
 }
 
 static void conn_unlink(struct conn *c)
@@ -1156,7 +1161,7 @@ static void listener_on_accept(struct listener *ls, struct io_uring_cqe *cqe)
 	net_tune_accepted(fd);
 	struct conn *c = conn_new(l, fd);
 	socklen_t sl = sizeof(c->peer);
-	getpeername(fd, (struct sockaddr *)&c->peer, &sl);
+	getpeername(fd, &c->peer.sa, &sl);
 	c->lim = ls->limits;
 	c->in.max = c->lim.in_max;
 	l->stats.accepted++;
@@ -1188,17 +1193,19 @@ static void listener_on_accept(struct listener *ls, struct io_uring_cqe *cqe)
 struct conn *conn_connect(struct loop *l, const struct sockaddr *sa, socklen_t sa_len,
 			  const struct conn_handler *h, void *user)
 {
+	if ((size_t)sa_len > sizeof(((struct conn *)0)->peer))
+		return NULL;
 	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return NULL;
 	struct conn *c = conn_new(l, fd);
-	memcpy(&c->peer, sa, MIN((size_t)sa_len, sizeof(c->peer)));
+	memcpy(&c->peer, sa, sa_len);
 	c->h = h;
 	c->user = user;
 	c->flags |= CF_CONNECTING;
 	c->send_op = op_alloc(l, OP_CONNECT, c);
 	struct io_uring_sqe *sqe = get_sqe(l);
-	io_uring_prep_connect(sqe, fd, (const struct sockaddr *)&c->peer, sa_len);
+	io_uring_prep_connect(sqe, fd, &c->peer.sa, sa_len);
 	io_uring_sqe_set_data64(sqe, op_udata(l, c->send_op));
 	conn_update_timer(c);
 	return c;

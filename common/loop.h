@@ -129,10 +129,13 @@ struct loop *conn_loop(const struct conn *c);
 int conn_fd(const struct conn *c);
 SSL *conn_ssl(const struct conn *c); /* NULL when not TLS */
 bool conn_tls_active(const struct conn *c);
-const struct sockaddr_storage *conn_peer(const struct conn *c);
+const struct sockaddr *conn_peer(const struct conn *c);
 /* Printable peer address "1.2.3.4:5678" in a caller buffer (>= 64). */
 const char *conn_peer_str(const struct conn *c, char *out, size_t out_len);
 size_t conn_out_pending(const struct conn *c);
+/* sizeof(struct conn): an idle connection's fixed cost in the loop (the
+ * protocol's own state and BoringSSL's come on top). Checked in a test. */
+size_t conn_struct_size(void);
 
 /* Outgoing TCP connection. on_connect reports the result. */
 struct conn *conn_connect(struct loop *l, const struct sockaddr *sa,
