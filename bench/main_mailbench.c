@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bench/echo.h"
@@ -184,6 +185,7 @@ struct self_server {
 	struct tls_server *ts;
 	uint16_t plain, tls;
 	struct loop_stats stats;
+	double cpu_s; /* the server thread's CPU time while it ran */
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	bool ready;
@@ -213,7 +215,11 @@ static void *self_main(void *arg)
 	ss->ready = true;
 	pthread_cond_signal(&ss->cv);
 	pthread_mutex_unlock(&ss->mu);
+	struct timespec c0, c1;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
 	loop_run(ss->loop);
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c1);
+	ss->cpu_s = (double)(c1.tv_sec - c0.tv_sec) + (double)(c1.tv_nsec - c0.tv_nsec) / 1e9;
 	ss->stats = *loop_get_stats(ss->loop);
 	echo_server_free(&ss->es);
 	loop_free(&ss->loop);
@@ -242,8 +248,12 @@ static void self_stop(struct self_server *ss)
 /* ---- reports --------------------------------------------------------- */
 
 static void report(const char *what, const struct opts *o, const struct echo_result *r,
-		   const struct self_server *ss, double mem_full, double mem_resumed)
+		   const struct self_server *ss, const struct bench_tls_mem_result *mem)
 {
+	/* Server work per CPU-second: through the loop vs. in memory. */
+	double srv_rate = ss && ss->cpu_s > 0 ? (double)r->requests / ss->cpu_s : 0;
+	double mem_srv = mem ? (o->resume ? mem->server_resumed_per_s : mem->server_full_per_s)
+			     : 0;
 	double rate = r->elapsed_s > 0 ? (double)r->requests / r->elapsed_s : 0;
 	double client_spr = r->requests ? (double)r->submits / (double)r->requests : 0;
 	double server_spr = (ss && r->requests) ? (double)ss->stats.submits / (double)r->requests
@@ -255,15 +265,19 @@ static void report(const char *what, const struct opts *o, const struct echo_res
 		       ",\"seconds\":%.3f,\"per_second\":%.1f,"
 		       "\"latency_us\":{\"p50\":%" PRIu64 ",\"p90\":%" PRIu64 ",\"p99\":%" PRIu64
 		       ",\"p999\":%" PRIu64 ",\"max\":%" PRIu64 ",\"mean\":%.1f},"
-		       "\"client_enter_per_request\":%.3f,\"server_enter_per_request\":%.3f",
+		       "\"client_enter_per_request\":%.3f,\"server_enter_per_request\":%.3f,"
+		       "\"server_cpu_s\":%.3f,\"server_per_cpu_second\":%.1f",
 		       what, o->conns, o->size, o->tls ? "true" : "false",
 		       o->resume ? "true" : "false", r->requests, r->errors, r->resumed,
 		       r->elapsed_s, rate, hist_quantile(h, 0.5), hist_quantile(h, 0.9),
 		       hist_quantile(h, 0.99), hist_quantile(h, 0.999), h->count ? h->max : 0,
-		       hist_mean(h), client_spr, server_spr);
-		if (mem_full > 0)
-			printf(",\"memory_full_per_second\":%.1f,\"memory_resumed_per_second\":%.1f",
-			       mem_full, mem_resumed);
+		       hist_mean(h), client_spr, server_spr, ss ? ss->cpu_s : 0, srv_rate);
+		if (mem)
+			printf(",\"memory_full_per_second\":%.1f,\"memory_resumed_per_second\":%.1f,"
+			       "\"memory_server_full_per_cpu_second\":%.1f,"
+			       "\"memory_server_resumed_per_cpu_second\":%.1f",
+			       mem->full_per_s, mem->resumed_per_s, mem->server_full_per_s,
+			       mem->server_resumed_per_s);
 		printf("}\n");
 		return;
 	}
@@ -281,9 +295,19 @@ static void report(const char *what, const struct opts *o, const struct echo_res
 	if (server_spr >= 0)
 		printf(", server %.3f", server_spr);
 	printf("\n");
-	if (mem_full > 0)
-		printf("  in memory (same BoringSSL, no sockets): %.0f full/s, %.0f resumed/s\n",
-		       mem_full, mem_resumed);
+	if (ss)
+		printf("  server     %.2f CPU-s, %.0f requests per server CPU-second\n", ss->cpu_s,
+		       srv_rate);
+	if (mem) {
+		printf("  in memory (same BoringSSL, no sockets, both sides one thread): "
+		       "%.0f full/s, %.0f resumed/s\n",
+		       mem->full_per_s, mem->resumed_per_s);
+		printf("  server side only, in memory: %.0f full, %.0f resumed per CPU-second\n",
+		       mem->server_full_per_s, mem->server_resumed_per_s);
+		if (srv_rate > 0 && mem_srv > 0)
+			printf("  loop overhead vs in-memory server: %.1f %%\n",
+			       100.0 * (1.0 - srv_rate / mem_srv));
+	}
 }
 
 static int cmd_load(struct opts *o, enum echo_mode mode)
@@ -333,15 +357,16 @@ static int cmd_load(struct opts *o, enum echo_mode mode)
 	if (rc < 0)
 		fprintf(stderr, "mailbench: %s\n", err);
 	loop_free(&l);
-	double mf = 0, mr = 0;
+	struct bench_tls_mem_result mem;
+	bool have_mem = false;
 	if (o->self)
 		self_stop(&ss);
-	if (rc == 0 && mode == ECHO_MODE_HANDSHAKES && o->ncert &&
-	    bench_tls_mem(o->certs[0], o->keys[0], (int)MIN(o->seconds, 5u), &mf, &mr) < 0)
-		mf = mr = 0;
+	if (rc == 0 && mode == ECHO_MODE_HANDSHAKES && o->ncert)
+		have_mem = bench_tls_mem(o->certs[0], o->keys[0], (int)MIN(o->seconds, 5u),
+					 &mem) == 0;
 	if (rc == 0)
 		report(mode == ECHO_MODE_HANDSHAKES ? "tls" : "echo", o, res,
-		       o->self ? &ss : NULL, mf, mr);
+		       o->self ? &ss : NULL, have_mem ? &mem : NULL);
 	if (rc == 0 && res->errors)
 		rc = -1;
 	free(res);

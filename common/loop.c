@@ -40,6 +40,7 @@ enum op_kind {
 	OP_EVENTFD,
 	OP_SIGNAL,
 	OP_CANCEL,
+	OP_CLOSE,
 };
 
 struct op {
@@ -514,7 +515,12 @@ static void conn_finalize(struct conn *c, enum conn_close_reason why)
 	}
 	conn_unlink(c);
 	if (c->fd >= 0) {
-		close(c->fd);
+		/* Closed by the ring: no syscall of its own. Ordering after the
+		 * cancels above does not matter: in-flight ops hold the file. */
+		uint32_t op = op_alloc(l, OP_CLOSE, NULL);
+		struct io_uring_sqe *sqe = get_sqe(l);
+		io_uring_prep_close(sqe, c->fd);
+		io_uring_sqe_set_data64(sqe, op_udata(l, op));
 		c->fd = -1;
 	}
 	l->stats.conns_open--;
@@ -1158,7 +1164,7 @@ static void listener_on_accept(struct listener *ls, struct io_uring_cqe *cqe)
 	}
 	if (ls->op == OP_NONE)
 		listener_arm(ls);
-	net_tune_accepted(fd);
+	/* TCP_NODELAY and SO_KEEPALIVE are inherited from the listener. */
 	struct conn *c = conn_new(l, fd);
 	socklen_t sl = sizeof(c->peer);
 	getpeername(fd, &c->peer.sa, &sl);

@@ -121,6 +121,8 @@ int net_listen(const struct sockaddr *sa, socklen_t len, int backlog, const char
 	setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
 	if (sa->sa_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+	/* Accepted sockets inherit these: no setsockopt per connection. */
+	net_tune_accepted(fd);
 	if (bind(fd, sa, len) < 0 || listen(fd, backlog) < 0) {
 		pthread_mutex_unlock(&bound_mu);
 		goto fail;

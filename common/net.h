@@ -9,7 +9,9 @@
  * Numeric addresses only, plus "localhost" and "*". Returns 0 or -1. */
 int net_parse_addr(const char *s, struct sockaddr_storage *ss, socklen_t *len_r,
 		   const char **error_r);
-/* Socket bound with SO_REUSEADDR + SO_REUSEPORT, listening. -1 on error. */
+/* Socket bound with SO_REUSEADDR + SO_REUSEPORT, listening, with the
+ * options of net_tune_accepted set (accepted sockets inherit them).
+ * -1 on error. */
 int net_listen(const struct sockaddr *sa, socklen_t len, int backlog,
 	       const char **error_r);
 uint16_t net_local_port(int fd);

@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
@@ -46,9 +47,16 @@ static const struct conn_handler echo_handler = {
 	.name = "echo", .on_data = echo_on_data, .on_close = echo_on_close,
 };
 
+static int accepted_without_nodelay;
+
 static void echo_accept(struct conn *c, void *arg)
 {
 	UNUSED(arg);
+	/* Accepted sockets must inherit TCP_NODELAY from the listener. */
+	int v = 0;
+	socklen_t vl = sizeof(v);
+	if (getsockopt(conn_fd(c), IPPROTO_TCP, TCP_NODELAY, &v, &vl) < 0 || !v)
+		accepted_without_nodelay++;
 	conn_set_handler(c, &echo_handler, NULL);
 }
 
@@ -245,6 +253,7 @@ static void test_echo_many(int nclients, size_t bytes, bool with_aborts)
 	/* Every server-side connection was torn down too (drain waits for it). */
 	CHECK(server_closed == nclients);
 	CHECK(loop_get_stats(L)->conns_open == 0);
+	CHECK(accepted_without_nodelay == 0);
 	free(cls);
 	listener_close(&ls);
 	loop_free(&L);
