@@ -335,6 +335,7 @@ static void conn_mark_dirty(struct conn *c);
 static void conn_deliver(struct conn *c, const uint8_t *data, size_t len);
 static void conn_tls_input(struct conn *c, const uint8_t *data, size_t len);
 static void conn_update_timer(struct conn *c);
+static bool conn_deliver_buffered(struct conn *c);
 
 const char *conn_close_reason_str(enum conn_close_reason r)
 {
@@ -417,7 +418,7 @@ static struct conn *conn_new(struct loop *l, int fd)
 	c->recv_op = OP_NONE;
 	c->send_op = OP_NONE;
 	c->lim = default_limits;
-	buf_init(&c->in, c->lim.in_max);
+	buf_init(&c->in, 0);
 	buf_init(&c->out, 0);
 	buf_init(&c->sending, 0);
 	buf_init(&c->tls_pending, 0);
@@ -440,7 +441,6 @@ void conn_set_handler(struct conn *c, const struct conn_handler *h, void *user)
 void conn_set_limits(struct conn *c, const struct conn_limits *lim)
 {
 	c->lim = *lim;
-	c->in.max = lim->in_max;
 	conn_update_timer(c);
 }
 
@@ -558,11 +558,8 @@ void conn_close(struct conn *c)
 
 static int conn_out_append(struct conn *c, const void *p, size_t len)
 {
-	if (c->out.len + c->sending.len + len > c->lim.out_max) {
-		LOG_WARN(comp_of(c), c->id, "output_overflow", "pending=%zu add=%zu",
-			 c->out.len + c->sending.len, len);
+	if (c->out.len + c->sending.len + len > c->lim.out_max)
 		return -1;
-	}
 	if (c->out.len == 0 && c->sending.len == 0)
 		c->last_write_progress_ms = c->loop->now_ms;
 	buf_append(&c->out, p, len);
@@ -605,6 +602,8 @@ int conn_write(struct conn *c, const void *p, size_t len)
 		goto overflow;
 	return 0;
 overflow:
+	LOG_WARN(comp_of(c), c->id, "output_overflow", "pending=%zu add=%zu max=%zu",
+		 conn_out_pending(c) + c->tls_pending.len, len, c->lim.out_max);
 	conn_finalize(c, CONN_CLOSE_OVERFLOW);
 	return -1;
 }
@@ -638,11 +637,19 @@ static void conn_mark_dirty(struct conn *c)
 	c->loop->dirty = c;
 }
 
+/* Input goes to the protocol only while it is not paused and its output is
+ * below out_high; otherwise it waits in `in`. */
+static bool conn_can_deliver(const struct conn *c)
+{
+	return !(c->flags & (CF_PAUSED | CF_DEAD | CF_CLOSING | CF_DISCARD)) && c->h &&
+	       c->h->on_data && conn_out_pending(c) <= c->lim.out_high;
+}
+
 static bool conn_want_recv(const struct conn *c)
 {
 	if (c->flags & (CF_DEAD | CF_CLOSING | CF_EOF | CF_CONNECTING))
 		return false;
-	if (c->out.len + c->sending.len > c->lim.out_high)
+	if (conn_out_pending(c) > c->lim.out_high)
 		return false;
 	if ((c->flags & CF_PAUSED) && c->in.len >= c->lim.in_max)
 		return false;
@@ -745,6 +752,9 @@ static void conn_on_send(struct conn *c, int res)
 		if (c->flags & CF_DEAD)
 			return;
 	}
+	/* Output fell below out_high: input held back meanwhile goes on. */
+	if (c->in.len && conn_can_deliver(c) && !conn_deliver_buffered(c))
+		return;
 	conn_recv_policy(c);
 	conn_update_timer(c);
 }
@@ -753,8 +763,6 @@ void conn_pause(struct conn *c)
 {
 	c->flags |= CF_PAUSED;
 }
-
-static bool conn_deliver_buffered(struct conn *c);
 
 void conn_resume(struct conn *c)
 {
@@ -770,9 +778,7 @@ void conn_resume(struct conn *c)
 /* Feed `in` (the saved tail) to the protocol while it makes progress. */
 static void conn_run_protocol(struct conn *c)
 {
-	while (c->in.len > 0 && !(c->flags & (CF_PAUSED | CF_DEAD | CF_CLOSING | CF_DISCARD))) {
-		if (!c->h || !c->h->on_data)
-			break;
+	while (c->in.len > 0 && conn_can_deliver(c)) {
 		ssize_t n = c->h->on_data(c, c->in.data, c->in.len);
 		if (c->flags & CF_DEAD)
 			return;
@@ -780,8 +786,17 @@ static void conn_run_protocol(struct conn *c)
 			conn_finalize(c, CONN_CLOSE_LOCAL);
 			return;
 		}
-		if (n == 0)
+		if (n == 0) {
+			/* The protocol needs more than in_max bytes to make
+			 * progress (an over-long line): a peer error. */
+			if (c->in.len >= c->lim.in_max && !(c->flags & CF_DISCARD)) {
+				LOG_INFO(comp_of(c), c->id, "input_overflow",
+					 "buffered=%zu max=%zu", c->in.len, c->lim.in_max);
+				conn_finalize(c, CONN_CLOSE_OVERFLOW);
+				return;
+			}
 			break;
+		}
 		buf_consume(&c->in, (size_t)n);
 	}
 	if (c->flags & CF_DISCARD) {
@@ -804,14 +819,15 @@ static bool conn_deliver_buffered(struct conn *c)
 	return true;
 }
 
-/* Plaintext arrives: parse in place when nothing is buffered; only an
- * unparsed tail is copied. */
+/* Plaintext arrives: parsed in place when nothing is buffered; only an
+ * unparsed tail, or input that arrives while the protocol may not take it
+ * (paused, or its output above out_high), is copied into `in`. */
 static void conn_deliver(struct conn *c, const uint8_t *data, size_t len)
 {
 	if (c->flags & (CF_DEAD | CF_CLOSING))
 		return;
-	if (c->in.len == 0 && !(c->flags & CF_PAUSED) && c->h && c->h->on_data) {
-		while (len > 0) {
+	if (c->in.len == 0) {
+		while (len > 0 && conn_can_deliver(c)) {
 			ssize_t n = c->h->on_data(c, data, len);
 			if (c->flags & CF_DEAD)
 				return;
@@ -823,7 +839,7 @@ static void conn_deliver(struct conn *c, const uint8_t *data, size_t len)
 				c->flags &= ~CF_DISCARD;
 				return;
 			}
-			if (n == 0 || (c->flags & (CF_PAUSED | CF_CLOSING)))
+			if (n == 0)
 				break;
 			data += n;
 			len -= (size_t)n;
@@ -831,12 +847,20 @@ static void conn_deliver(struct conn *c, const uint8_t *data, size_t len)
 		if (len == 0 || (c->flags & CF_CLOSING))
 			return;
 	}
-	if (buf_append(&c->in, data, len) < 0) {
+	/* Stopping the recv takes effect only after the completions already
+	 * posted: the rest of the batch that crossed the limit (at most one
+	 * buffer ring) and whatever the kernel posts before it processes the
+	 * cancel (at most one more ring, since buffers go back as they are
+	 * copied) may still arrive, and must be kept, not dropped. */
+	struct loop *l = c->loop;
+	size_t cap = c->lim.in_max + 2 * (size_t)l->buf_count * l->buf_size;
+	if (c->in.len + len > cap) {
 		LOG_WARN(comp_of(c), c->id, "input_overflow", "buffered=%zu max=%zu",
-			 c->in.len, c->in.max);
+			 c->in.len + len, cap);
 		conn_finalize(c, CONN_CLOSE_OVERFLOW);
 		return;
 	}
+	buf_append(&c->in, data, len);
 	conn_run_protocol(c);
 }
 
@@ -1169,7 +1193,6 @@ static void listener_on_accept(struct listener *ls, struct io_uring_cqe *cqe)
 	socklen_t sl = sizeof(c->peer);
 	getpeername(fd, &c->peer.sa, &sl);
 	c->lim = ls->limits;
-	c->in.max = c->lim.in_max;
 	l->stats.accepted++;
 	if (ls->cfg.tls) {
 		SSL *ssl = tls_server_new_ssl(ls->cfg.tls);
