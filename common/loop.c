@@ -74,9 +74,11 @@ enum conn_flag {
 	CF_CONNECTING = 1u << 6,
 	CF_EOF = 1u << 7,         /* peer sent FIN */
 	CF_DISCARD = 1u << 8,     /* drop the rest of the current input (STARTTLS) */
-	CF_IN_DATA = 1u << 9,     /* inside deliver(): defer frees */
-	CF_DEAD = 1u << 10,       /* finalized while in deliver() */
+	CF_DELIVERING = 1u << 9,  /* inside on_data */
+	CF_DEAD = 1u << 10,       /* finalized; memory freed by the last release */
 	CF_SHUTDOWN_SENT = 1u << 11,
+	CF_RESUME = 1u << 12,     /* resumed while held: deliver at release */
+	CF_DRAINING = 1u << 13,   /* loop drains: close when idle */
 };
 
 struct conn {
@@ -84,8 +86,11 @@ struct conn {
 	uint64_t id;
 	int fd;
 	uint32_t flags;
+	uint16_t busy;               /* conn_hold depth */
+	uint8_t close_reason;        /* reported when a graceful close ends */
 	uint32_t recv_op;
 	uint32_t send_op;
+	size_t sending_off;          /* bytes of `sending` already sent */
 	const struct conn_handler *h;
 	void *user;
 	struct buf in;      /* unconsumed plaintext */
@@ -155,6 +160,9 @@ struct loop {
 	void (*stop_cb)(void *);
 	void *stop_arg;
 	uint8_t *scratch; /* TLS plaintext scratch, buf_size bytes */
+	bool freeing;     /* loop_free: close fds directly */
+	uint32_t signals; /* SIGTERM/SIGINT received */
+	uint64_t timer_gen;
 };
 
 static const struct conn_limits default_limits = {
@@ -312,15 +320,20 @@ void timer_start(struct loop *l, struct timer *t, uint64_t ms)
 		l->heap = xrealloc(l->heap, l->heap_cap * sizeof(*l->heap));
 	}
 	t->deadline_ms = time_mono_ms() + ms;
+	t->armed_gen = l->timer_gen;
 	t->heap_idx = l->heap_len;
 	l->heap[l->heap_len++] = t;
 	heap_up(l, t->heap_idx);
 }
 
+/* Fires due timers once per turn: a timer (re)armed by a callback of this
+ * run waits for the next turn, so a 0 ms re-arm cannot spin here. */
 static void timers_run(struct loop *l)
 {
 	uint64_t now = l->now_ms;
-	while (l->heap_len > 0 && l->heap[0]->deadline_ms <= now) {
+	uint64_t gen = ++l->timer_gen;
+	while (l->heap_len > 0 && l->heap[0]->deadline_ms <= now &&
+	       l->heap[0]->armed_gen != gen) {
 		struct timer *t = l->heap[0];
 		timer_stop(l, t);
 		t->cb(t);
@@ -329,13 +342,24 @@ static void timers_run(struct loop *l)
 
 /* ---- connections ----------------------------------------------------- */
 
+/* Lifetime. Every entry into connection code from the loop (a completion,
+ * a timer, the flush before submit, the drain walk) holds the connection
+ * (conn_hold) and releases it afterwards (conn_release). A connection
+ * finalized while held is only marked CF_DEAD: its fd is closed and
+ * on_close runs at once, but the memory is freed by the outermost release,
+ * so no caller up the stack ever touches freed memory. Outside a hold
+ * (e.g. conn_abort from another connection's callback), finalize frees at
+ * once. Work deferred while held (resume after pause, close after EOF or
+ * during drain) runs at the outermost release. */
+
 static void conn_arm_recv(struct conn *c);
 static void conn_finalize(struct conn *c, enum conn_close_reason why);
 static void conn_mark_dirty(struct conn *c);
 static void conn_deliver(struct conn *c, const uint8_t *data, size_t len);
 static void conn_tls_input(struct conn *c, const uint8_t *data, size_t len);
 static void conn_update_timer(struct conn *c);
-static bool conn_deliver_buffered(struct conn *c);
+static void conn_run_protocol(struct conn *c);
+static void conn_recv_policy(struct conn *c);
 
 const char *conn_close_reason_str(enum conn_close_reason r)
 {
@@ -357,17 +381,69 @@ static const char *comp_of(const struct conn *c)
 	return c->h && c->h->name ? c->h->name : "conn";
 }
 
-static void conn_timer_cb(struct timer *t)
+static void conn_free_mem(struct conn *c)
 {
-	struct conn *c = t->arg;
-	LOG_INFO(comp_of(c), c->id, "timeout", "pending_out=%zu tls=%d",
-		 c->out.len + c->sending.len, (c->flags & CF_TLS) ? 1 : 0);
+	buf_cleanup(&c->in);
+	buf_cleanup(&c->out);
+	buf_cleanup(&c->sending);
+	buf_cleanup(&c->tls_pending);
+	if (c->ssl)
+		SSL_free(c->ssl);
+	free(c);
+}
+
+static inline void conn_hold(struct conn *c)
+{
+	c->busy++;
+}
+
+/* Returns false when the connection is gone (memory freed). */
+static bool conn_release(struct conn *c)
+{
+	if (c->busy > 1) {
+		c->busy--;
+		return !(c->flags & CF_DEAD);
+	}
+	/* Outermost: run what was deferred, still holding. */
+	for (int round = 0; round < 4 && !(c->flags & CF_DEAD); round++) {
+		if (c->flags & CF_RESUME) {
+			c->flags &= ~CF_RESUME;
+			conn_run_protocol(c);
+			if (!(c->flags & CF_DEAD))
+				conn_recv_policy(c);
+			continue;
+		}
+		/* Peer finished sending (EOF / close_notify) or the loop drains:
+		 * close once nothing is left to do. */
+		if ((c->flags & (CF_EOF | CF_DRAINING)) && !(c->flags & CF_CLOSING) &&
+		    !(c->flags & CF_PAUSED) && (c->in.len == 0 || (c->flags & CF_EOF))) {
+			if ((c->flags & CF_EOF) && c->close_reason == CONN_CLOSE_LOCAL)
+				c->close_reason = CONN_CLOSE_PEER;
+			conn_close(c);
+			continue;
+		}
+		break;
+	}
+	c->busy--;
+	if (c->flags & CF_DEAD) {
+		conn_free_mem(c);
+		return false;
+	}
+	return true;
+}
+
+static void conn_timer_cb(struct conn *c)
+{
+	LOG_INFO(comp_of(c), c->id, "timeout", "pending_out=%zu tls=%d connecting=%d",
+		 conn_out_pending(c), (c->flags & CF_TLS) ? 1 : 0,
+		 (c->flags & CF_CONNECTING) ? 1 : 0);
 	c->loop->stats.timeouts++;
 	conn_finalize(c, CONN_CLOSE_TIMEOUT);
 }
 
 /* One timer per connection; its deadline is the earliest of the idle,
- * handshake/connect and write deadlines that currently apply. */
+ * handshake/connect and write deadlines that currently apply. Activity is
+ * input or output progress, so a long download is not "idle". */
 static uint64_t conn_deadline(const struct conn *c)
 {
 	uint64_t d = UINT64_MAX;
@@ -377,7 +453,7 @@ static uint64_t conn_deadline(const struct conn *c)
 		d = MIN(d, c->tls_start_ms + c->lim.handshake_ms);
 	if ((c->flags & CF_CONNECTING) && c->lim.handshake_ms)
 		d = MIN(d, c->last_activity_ms + c->lim.handshake_ms);
-	if ((c->out.len || c->sending.len) && c->lim.write_ms)
+	if (conn_out_pending(c) && c->lim.write_ms)
 		d = MIN(d, c->last_write_progress_ms + c->lim.write_ms);
 	return d;
 }
@@ -403,10 +479,12 @@ static void conn_update_timer(struct conn *c)
 static void conn_timer_fire(struct timer *t)
 {
 	struct conn *c = t->arg;
+	conn_hold(c);
 	if (conn_deadline(c) <= c->loop->now_ms)
-		conn_timer_cb(t);
+		conn_timer_cb(c);
 	else
 		conn_update_timer(c);
+	conn_release(c);
 }
 
 static struct conn *conn_new(struct loop *l, int fd)
@@ -438,9 +516,25 @@ void conn_set_handler(struct conn *c, const struct conn_handler *h, void *user)
 	c->user = user;
 }
 
+/* A zero size means "the default", never "nothing allowed"; zero
+ * timeouts mean "none". */
+static struct conn_limits limits_normalize(const struct conn_limits *in)
+{
+	struct conn_limits o = *in;
+	if (!o.in_max)
+		o.in_max = default_limits.in_max;
+	if (!o.out_high)
+		o.out_high = default_limits.out_high;
+	if (!o.out_max)
+		o.out_max = default_limits.out_max;
+	if (o.out_max < o.out_high)
+		o.out_max = o.out_high;
+	return o;
+}
+
 void conn_set_limits(struct conn *c, const struct conn_limits *lim)
 {
-	c->lim = *lim;
+	c->lim = limits_normalize(lim);
 	conn_update_timer(c);
 }
 
@@ -456,8 +550,9 @@ struct loop *conn_loop(const struct conn *c) { return c->loop; }
 int conn_fd(const struct conn *c) { return c->fd; }
 SSL *conn_ssl(const struct conn *c) { return c->ssl; }
 bool conn_tls_active(const struct conn *c) { return (c->flags & CF_TLS_READY) != 0; }
+bool conn_closing(const struct conn *c) { return (c->flags & (CF_CLOSING | CF_DEAD)) != 0; }
 const struct sockaddr *conn_peer(const struct conn *c) { return &c->peer.sa; }
-size_t conn_out_pending(const struct conn *c) { return c->out.len + c->sending.len; }
+size_t conn_out_pending(const struct conn *c) { return c->out.len + c->sending.len - c->sending_off; }
 size_t conn_struct_size(void) { return sizeof(struct conn); }
 
 const char *conn_peer_str(const struct conn *c, char *out, size_t out_len)
@@ -485,20 +580,9 @@ static void conn_unlink(struct conn *c)
 	}
 }
 
-static void conn_free_mem(struct conn *c)
-{
-	buf_cleanup(&c->in);
-	buf_cleanup(&c->out);
-	buf_cleanup(&c->sending);
-	buf_cleanup(&c->tls_pending);
-	if (c->ssl)
-		SSL_free(c->ssl);
-	free(c);
-}
-
 /* Tear the connection down now: forget in-flight ops (the kernel may still
- * read the send buffer, so that buffer is handed to the op), close the fd,
- * tell the protocol, free. */
+ * read the send buffer, so that buffer is handed to the op), close the fd
+ * through the ring after the cancels, tell the protocol; free unless held. */
 static void conn_finalize(struct conn *c, enum conn_close_reason why)
 {
 	struct loop *l = c->loop;
@@ -508,25 +592,36 @@ static void conn_finalize(struct conn *c, enum conn_close_reason why)
 	timer_stop(l, &c->timer);
 	op_forget(l, &c->recv_op, true);
 	if (c->send_op != OP_NONE) {
-		l->ops[c->send_op].free_ptr = c->sending.data;
-		c->sending.data = NULL;
-		c->sending.len = c->sending.cap = 0;
+		/* A send may still read `sending`; a connect owns its own copy
+		 * of the address already. */
+		if (l->ops[c->send_op].kind == OP_SEND) {
+			l->ops[c->send_op].free_ptr = c->sending.data;
+			c->sending.data = NULL;
+			c->sending.len = c->sending.cap = 0;
+			c->sending_off = 0;
+		}
 		op_forget(l, &c->send_op, true);
 	}
 	conn_unlink(c);
 	if (c->fd >= 0) {
-		/* Closed by the ring: no syscall of its own. Ordering after the
-		 * cancels above does not matter: in-flight ops hold the file. */
-		uint32_t op = op_alloc(l, OP_CLOSE, NULL);
-		struct io_uring_sqe *sqe = get_sqe(l);
-		io_uring_prep_close(sqe, c->fd);
-		io_uring_sqe_set_data64(sqe, op_udata(l, op));
+		if (l->freeing) {
+			close(c->fd);
+		} else {
+			/* Queued after every SQE that names this fd (SQEs are
+			 * issued in order and none of ours are linked or
+			 * IOSQE_ASYNC), so a reused fd number can never receive
+			 * this connection's I/O. */
+			uint32_t op = op_alloc(l, OP_CLOSE, NULL);
+			struct io_uring_sqe *sqe = get_sqe(l);
+			io_uring_prep_close(sqe, c->fd);
+			io_uring_sqe_set_data64(sqe, op_udata(l, op));
+		}
 		c->fd = -1;
 	}
 	l->stats.conns_open--;
 	if (c->h && c->h->on_close)
 		c->h->on_close(c, why);
-	if (!(c->flags & CF_IN_DATA))
+	if (!c->busy)
 		conn_free_mem(c);
 }
 
@@ -537,7 +632,7 @@ void conn_abort(struct conn *c, enum conn_close_reason why)
 
 static bool conn_flushed(const struct conn *c)
 {
-	return c->out.len == 0 && c->sending.len == 0 && c->send_op == OP_NONE;
+	return conn_out_pending(c) == 0 && c->send_op == OP_NONE;
 }
 
 void conn_close(struct conn *c)
@@ -549,22 +644,11 @@ void conn_close(struct conn *c)
 		c->flags |= CF_SHUTDOWN_SENT;
 		SSL_shutdown(c->ssl); /* queues close_notify into out */
 	}
-	if (conn_flushed(c)) {
-		conn_finalize(c, CONN_CLOSE_LOCAL);
+	if (conn_flushed(c) && !(c->flags & CF_CONNECTING)) {
+		conn_finalize(c, c->close_reason);
 		return;
 	}
 	conn_mark_dirty(c);
-}
-
-static int conn_out_append(struct conn *c, const void *p, size_t len)
-{
-	if (c->out.len + c->sending.len + len > c->lim.out_max)
-		return -1;
-	if (c->out.len == 0 && c->sending.len == 0)
-		c->last_write_progress_ms = c->loop->now_ms;
-	buf_append(&c->out, p, len);
-	conn_mark_dirty(c);
-	return 0;
 }
 
 int conn_write(struct conn *c, const void *p, size_t len)
@@ -580,8 +664,10 @@ int conn_write(struct conn *c, const void *p, size_t len)
 			buf_append(&c->tls_pending, p, len);
 			return 0;
 		}
-		if (c->out.len + c->sending.len + len > c->lim.out_max)
+		if (conn_out_pending(c) + len > c->lim.out_max)
 			goto overflow;
+		if (conn_out_pending(c) == 0)
+			c->last_write_progress_ms = c->loop->now_ms;
 		const uint8_t *q = p;
 		while (len > 0) {
 			int chunk = (int)MIN(len, (size_t)INT32_MAX);
@@ -589,6 +675,7 @@ int conn_write(struct conn *c, const void *p, size_t len)
 			if (n <= 0) {
 				LOG_WARN(comp_of(c), c->id, "tls_write_failed", "err=%d",
 					 SSL_get_error(c->ssl, n));
+				ERR_clear_error();
 				conn_finalize(c, CONN_CLOSE_TLS);
 				return -1;
 			}
@@ -598,8 +685,12 @@ int conn_write(struct conn *c, const void *p, size_t len)
 		conn_mark_dirty(c);
 		return 0;
 	}
-	if (conn_out_append(c, p, len) < 0)
+	if (conn_out_pending(c) + len > c->lim.out_max)
 		goto overflow;
+	if (conn_out_pending(c) == 0)
+		c->last_write_progress_ms = c->loop->now_ms;
+	buf_append(&c->out, p, len);
+	conn_mark_dirty(c);
 	return 0;
 overflow:
 	LOG_WARN(comp_of(c), c->id, "output_overflow", "pending=%zu add=%zu max=%zu",
@@ -651,7 +742,7 @@ static bool conn_want_recv(const struct conn *c)
 		return false;
 	if (conn_out_pending(c) > c->lim.out_high)
 		return false;
-	if ((c->flags & CF_PAUSED) && c->in.len >= c->lim.in_max)
+	if (c->in.len >= c->lim.in_max)
 		return false;
 	return true;
 }
@@ -664,11 +755,9 @@ static void conn_recv_policy(struct conn *c)
 	bool want = conn_want_recv(c);
 	if (want && c->recv_op == OP_NONE) {
 		conn_arm_recv(c);
-	} else if (!want && c->recv_op != OP_NONE &&
-		   !(c->flags & (CF_EOF | CF_RECV_OFF))) {
-		/* The cancelled recv may still complete with data; its op is
-		 * forgotten, so that data must not be lost: keep the op owned
-		 * and let the completion deliver it. Only stop re-arming. */
+	} else if (!want && c->recv_op != OP_NONE && !(c->flags & CF_RECV_OFF)) {
+		/* The cancelled recv may still complete with data: the op
+		 * stays owned so that data is delivered, not lost. */
 		c->flags |= CF_RECV_OFF;
 		submit_cancel(c->loop, c->recv_op);
 	}
@@ -686,19 +775,23 @@ static void conn_arm_recv(struct conn *c)
 	io_uring_sqe_set_data64(sqe, op_udata(l, c->recv_op));
 }
 
+/* Caller holds c. */
 static void conn_flush(struct conn *c)
 {
 	struct loop *l = c->loop;
 	if (c->flags & CF_DEAD)
 		return;
 	if (c->send_op != OP_NONE || c->out.len == 0) {
-		if (conn_flushed(c) && (c->flags & CF_CLOSING))
-			conn_finalize(c, CONN_CLOSE_LOCAL);
+		if (conn_flushed(c) && (c->flags & CF_CLOSING) && !(c->flags & CF_CONNECTING))
+			conn_finalize(c, c->close_reason);
 		return;
 	}
+	if (c->flags & CF_CONNECTING)
+		return; /* sent once connected */
 	/* Swap: the accumulated output becomes the in-flight buffer. */
 	struct buf tmp = c->sending;
 	c->sending = c->out;
+	c->sending_off = 0;
 	c->out = tmp;
 	c->out.len = 0;
 	c->send_op = op_alloc(l, OP_SEND, c);
@@ -708,6 +801,7 @@ static void conn_flush(struct conn *c)
 	conn_update_timer(c);
 }
 
+/* Caller holds c. */
 static void conn_on_send(struct conn *c, int res)
 {
 	struct loop *l = c->loop;
@@ -719,32 +813,30 @@ static void conn_on_send(struct conn *c, int res)
 		return;
 	}
 	l->stats.bytes_out += (uint64_t)res;
-	c->last_write_progress_ms = l->now_ms;
-	if ((size_t)res < c->sending.len) {
-		buf_consume(&c->sending, (size_t)res);
-		/* Put the unsent rest in front of whatever was queued since. */
-		if (c->out.len) {
-			buf_append(&c->sending, c->out.data, c->out.len);
-			c->out.len = 0;
-		}
-		struct buf tmp = c->out;
-		c->out = c->sending;
-		c->sending = tmp;
-		c->sending.len = 0;
-		conn_flush(c);
+	c->last_write_progress_ms = c->last_activity_ms = l->now_ms;
+	c->sending_off += (size_t)res;
+	if (c->sending_off < c->sending.len) {
+		/* Partial send: resend the rest from an offset (no memmove). */
+		c->send_op = op_alloc(l, OP_SEND, c);
+		struct io_uring_sqe *sqe = get_sqe(l);
+		io_uring_prep_send(sqe, c->fd, c->sending.data + c->sending_off,
+				   c->sending.len - c->sending_off, MSG_NOSIGNAL);
+		io_uring_sqe_set_data64(sqe, op_udata(l, c->send_op));
+		conn_update_timer(c);
 		return;
 	}
 	c->sending.len = 0;
-	/* Keep memory small for idle connections. */
+	c->sending_off = 0;
 	if (c->sending.cap > 64 * 1024)
-		buf_shrink_if_empty(&c->sending);
+		buf_cleanup(&c->sending);
 	if (c->out.len) {
 		conn_flush(c);
 	} else {
-		buf_shrink_if_empty(&c->sending);
+		/* Keep memory small for idle connections. */
+		buf_cleanup(&c->sending);
 		buf_shrink_if_empty(&c->out);
 		if (c->flags & CF_CLOSING) {
-			conn_finalize(c, CONN_CLOSE_LOCAL);
+			conn_finalize(c, c->close_reason);
 			return;
 		}
 		if (c->h && c->h->on_drain)
@@ -753,8 +845,8 @@ static void conn_on_send(struct conn *c, int res)
 			return;
 	}
 	/* Output fell below out_high: input held back meanwhile goes on. */
-	if (c->in.len && conn_can_deliver(c) && !conn_deliver_buffered(c))
-		return;
+	if (c->in.len && conn_can_deliver(c))
+		conn_run_protocol(c);
 	conn_recv_policy(c);
 	conn_update_timer(c);
 }
@@ -766,30 +858,57 @@ void conn_pause(struct conn *c)
 
 void conn_resume(struct conn *c)
 {
-	if (!(c->flags & CF_PAUSED))
+	if (!(c->flags & CF_PAUSED) || (c->flags & CF_DEAD))
 		return;
 	c->flags &= ~CF_PAUSED;
-	if (c->flags & CF_IN_DATA)
-		return; /* the deliver loop in progress picks it up */
-	if (conn_deliver_buffered(c))
-		conn_recv_policy(c);
+	if (c->busy) {
+		/* Inside a callback: the outermost release delivers. */
+		c->flags |= CF_RESUME;
+		return;
+	}
+	conn_hold(c);
+	c->flags |= CF_RESUME;
+	conn_release(c);
 }
 
-/* Feed `in` (the saved tail) to the protocol while it makes progress. */
+/* Call on_data once; handles the result. Returns bytes consumed, 0 when
+ * no progress was made or the connection went away. */
+static size_t conn_call_on_data(struct conn *c, const uint8_t *data, size_t len)
+{
+	c->flags |= CF_DELIVERING;
+	ssize_t n = c->h->on_data(c, data, len);
+	c->flags &= ~CF_DELIVERING;
+	if (c->flags & CF_DEAD)
+		return 0;
+	if (n < 0) {
+		conn_finalize(c, CONN_CLOSE_LOCAL);
+		return 0;
+	}
+	if ((size_t)n > len) {
+		LOG_ERROR(comp_of(c), c->id, "handler_bug", "consumed=%zd len=%zu", n, len);
+		conn_finalize(c, CONN_CLOSE_LOCAL);
+		return 0;
+	}
+	return (size_t)n;
+}
+
+/* Feed `in` (the saved tail) to the protocol while it makes progress.
+ * Caller holds c. */
 static void conn_run_protocol(struct conn *c)
 {
 	while (c->in.len > 0 && conn_can_deliver(c)) {
-		ssize_t n = c->h->on_data(c, c->in.data, c->in.len);
+		size_t n = conn_call_on_data(c, c->in.data, c->in.len);
 		if (c->flags & CF_DEAD)
 			return;
-		if (n < 0) {
-			conn_finalize(c, CONN_CLOSE_LOCAL);
-			return;
+		if (c->flags & CF_DISCARD) {
+			c->in.len = 0;
+			c->flags &= ~CF_DISCARD;
+			break;
 		}
 		if (n == 0) {
 			/* The protocol needs more than in_max bytes to make
 			 * progress (an over-long line): a peer error. */
-			if (c->in.len >= c->lim.in_max && !(c->flags & CF_DISCARD)) {
+			if (c->in.len >= c->lim.in_max && !(c->flags & (CF_PAUSED | CF_CLOSING))) {
 				LOG_INFO(comp_of(c), c->id, "input_overflow",
 					 "buffered=%zu max=%zu", c->in.len, c->lim.in_max);
 				conn_finalize(c, CONN_CLOSE_OVERFLOW);
@@ -797,52 +916,33 @@ static void conn_run_protocol(struct conn *c)
 			}
 			break;
 		}
-		buf_consume(&c->in, (size_t)n);
-	}
-	if (c->flags & CF_DISCARD) {
-		c->in.len = 0;
-		c->flags &= ~CF_DISCARD;
+		buf_consume(&c->in, n);
 	}
 	buf_shrink_if_empty(&c->in);
 }
 
-/* Returns false when the connection died (and was freed). */
-static bool conn_deliver_buffered(struct conn *c)
-{
-	c->flags |= CF_IN_DATA;
-	conn_run_protocol(c);
-	c->flags &= ~CF_IN_DATA;
-	if (c->flags & CF_DEAD) {
-		conn_free_mem(c);
-		return false;
-	}
-	return true;
-}
-
 /* Plaintext arrives: parsed in place when nothing is buffered; only an
  * unparsed tail, or input that arrives while the protocol may not take it
- * (paused, or its output above out_high), is copied into `in`. */
+ * (paused, or its output above out_high), is copied into `in`. Caller
+ * holds c. */
 static void conn_deliver(struct conn *c, const uint8_t *data, size_t len)
 {
 	if (c->flags & (CF_DEAD | CF_CLOSING))
 		return;
 	if (c->in.len == 0) {
 		while (len > 0 && conn_can_deliver(c)) {
-			ssize_t n = c->h->on_data(c, data, len);
+			size_t n = conn_call_on_data(c, data, len);
 			if (c->flags & CF_DEAD)
 				return;
-			if (n < 0) {
-				conn_finalize(c, CONN_CLOSE_LOCAL);
-				return;
-			}
 			if (c->flags & CF_DISCARD) {
+				/* STARTTLS: the rest of this input is dropped. */
 				c->flags &= ~CF_DISCARD;
 				return;
 			}
 			if (n == 0)
 				break;
 			data += n;
-			len -= (size_t)n;
+			len -= n;
 		}
 		if (len == 0 || (c->flags & CF_CLOSING))
 			return;
@@ -864,6 +964,18 @@ static void conn_deliver(struct conn *c, const uint8_t *data, size_t len)
 	conn_run_protocol(c);
 }
 
+/* The peer will send nothing more (FIN or TLS close_notify). Whatever it
+ * sent is processed and answered; then the connection closes (see
+ * conn_release). Caller holds c. */
+static void conn_peer_done(struct conn *c)
+{
+	c->flags |= CF_EOF;
+	if (c->recv_op != OP_NONE)
+		op_forget(c->loop, &c->recv_op, true);
+	LOG_DEBUG(comp_of(c), c->id, "peer_eof", NULL);
+}
+
+/* Caller holds c. */
 static void conn_on_recv(struct conn *c, struct io_uring_cqe *cqe)
 {
 	struct loop *l = c->loop;
@@ -876,43 +988,37 @@ static void conn_on_recv(struct conn *c, struct io_uring_cqe *cqe)
 		uint8_t *data = l->bufs + (size_t)bid * l->buf_size;
 		l->stats.bytes_in += (uint64_t)res;
 		c->last_activity_ms = l->now_ms;
-		c->flags |= CF_IN_DATA;
 		if (c->flags & CF_TLS)
 			conn_tls_input(c, data, (size_t)res);
 		else
 			conn_deliver(c, data, (size_t)res);
-		c->flags &= ~CF_IN_DATA;
 		io_uring_buf_ring_add(l->br, data, l->buf_size, (unsigned short)bid,
 				      io_uring_buf_ring_mask(l->buf_count), 0);
 		io_uring_buf_ring_advance(l->br, 1);
-		if (c->flags & CF_DEAD) {
-			conn_free_mem(c);
+		if (c->flags & CF_DEAD)
 			return;
-		}
 	} else if (res == 0) {
-		c->flags |= CF_EOF;
-		if (c->recv_op != OP_NONE)
-			op_forget(l, &c->recv_op, true);
-		LOG_DEBUG(comp_of(c), c->id, "peer_eof", NULL);
-		conn_finalize(c, CONN_CLOSE_PEER);
+		conn_peer_done(c);
 		return;
 	} else if (res == -ENOBUFS) {
+		/* Out of provided buffers: re-armed below; buffers return as
+		 * this batch is processed. */
 		l->stats.errors++;
-		/* Out of provided buffers: re-arm below once this CQE batch has
-		 * returned some. */
 	} else if (res == -ECANCELED) {
-		/* backpressure cancel; policy below decides */
+		/* backpressure cancel; the policy below decides */
 	} else if (res < 0) {
 		if (res != -ECONNRESET)
 			LOG_INFO(comp_of(c), c->id, "recv_error", "errno=%d", -res);
 		conn_finalize(c, CONN_CLOSE_ERROR);
 		return;
 	}
-	if (c->recv_op == OP_NONE) {
+	if (c->recv_op == OP_NONE && !(c->flags & CF_EOF)) {
 		if (conn_want_recv(c))
 			conn_arm_recv(c);
 		else
 			c->flags |= CF_RECV_OFF;
+	} else {
+		conn_recv_policy(c);
 	}
 	conn_update_timer(c);
 }
@@ -929,11 +1035,11 @@ static int cbio_write(BIO *b, const char *p, int len)
 	BIO_clear_retry_flags(b);
 	if (len <= 0)
 		return 0;
-	if (c->out.len + c->sending.len + (size_t)len > c->lim.out_max + 65536) {
+	if (conn_out_pending(c) + (size_t)len > c->lim.out_max + 65536) {
 		BIO_set_retry_write(b);
 		return -1;
 	}
-	if (c->out.len == 0 && c->sending.len == 0)
+	if (conn_out_pending(c) == 0)
 		c->last_write_progress_ms = c->loop->now_ms;
 	buf_append(&c->out, p, (size_t)len);
 	conn_mark_dirty(c);
@@ -991,6 +1097,8 @@ static void conn_attach_ssl(struct conn *c, SSL *ssl)
 	conn_update_timer(c);
 }
 
+/* Returns 1 done, 0 in progress, -1 failed (connection closing). Caller
+ * holds c. */
 static int conn_tls_handshake(struct conn *c)
 {
 	int r = SSL_do_handshake(c->ssl);
@@ -1028,10 +1136,12 @@ static int conn_tls_handshake(struct conn *c)
 	c->loop->stats.tls_failures++;
 	/* Send any alert BoringSSL queued, then close. */
 	c->flags |= CF_SHUTDOWN_SENT;
+	c->close_reason = CONN_CLOSE_TLS;
 	conn_close(c);
 	return -1;
 }
 
+/* Caller holds c. */
 static void conn_tls_input(struct conn *c, const uint8_t *data, size_t len)
 {
 	struct loop *l = c->loop;
@@ -1047,15 +1157,13 @@ static void conn_tls_input(struct conn *c, const uint8_t *data, size_t len)
 		int n = SSL_read(c->ssl, l->scratch, (int)l->buf_size);
 		if (n > 0) {
 			conn_deliver(c, l->scratch, (size_t)n);
-			if (!(c->flags & CF_TLS))
-				break; /* cannot happen today; defensive */
 			continue;
 		}
 		int err = SSL_get_error(c->ssl, n);
 		if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
 			break;
 		if (err == SSL_ERROR_ZERO_RETURN) {
-			conn_finalize(c, CONN_CLOSE_PEER);
+			conn_peer_done(c);
 			break;
 		}
 		LOG_INFO(comp_of(c), c->id, "tls_error", "err=%d", err);
@@ -1079,9 +1187,11 @@ int conn_starttls_server(struct conn *c, struct tls_server *ts)
 		return -1;
 	conn_attach_ssl(c, ssl);
 	SSL_set_accept_state(ssl);
-	/* Anything already buffered or pipelined after the command is dropped. */
+	/* Anything already buffered, and the rest of the input being
+	 * delivered right now, was sent before the handshake: dropped. */
 	c->in.len = 0;
-	c->flags |= CF_DISCARD;
+	if (c->flags & CF_DELIVERING)
+		c->flags |= CF_DISCARD;
 	return 0;
 }
 
@@ -1092,10 +1202,15 @@ int conn_starttls_client(struct conn *c, SSL *ssl)
 	conn_attach_ssl(c, ssl);
 	SSL_set_connect_state(ssl);
 	c->in.len = 0;
-	if (c->flags & CF_IN_DATA)
+	if (c->flags & CF_DELIVERING)
 		c->flags |= CF_DISCARD;
-	if (!(c->flags & CF_CONNECTING))
-		return conn_tls_handshake(c) < 0 ? -1 : 0;
+	if (!(c->flags & CF_CONNECTING)) {
+		conn_hold(c);
+		int r = conn_tls_handshake(c);
+		if (!conn_release(c))
+			return -1;
+		return r < 0 ? -1 : 0;
+	}
 	return 0;
 }
 
@@ -1113,7 +1228,7 @@ static void listener_arm(struct listener *ls)
 static void listener_retry_cb(struct timer *t)
 {
 	struct listener *ls = t->arg;
-	if (ls->op == OP_NONE && !ls->loop->stopping)
+	if (ls->op == OP_NONE && !ls->loop->stopping && ls->fd >= 0)
 		listener_arm(ls);
 }
 
@@ -1132,7 +1247,7 @@ struct listener *listener_open(struct loop *l, const struct listener_config *cfg
 	ls->loop = l;
 	ls->fd = fd;
 	ls->cfg = *cfg;
-	ls->limits = cfg->limits ? *cfg->limits : default_limits;
+	ls->limits = cfg->limits ? limits_normalize(cfg->limits) : default_limits;
 	ls->port = net_local_port(fd);
 	timer_init(&ls->retry, listener_retry_cb, ls);
 	ls->next = l->listeners;
@@ -1194,27 +1309,24 @@ static void listener_on_accept(struct listener *ls, struct io_uring_cqe *cqe)
 	getpeername(fd, &c->peer.sa, &sl);
 	c->lim = ls->limits;
 	l->stats.accepted++;
+	conn_hold(c);
 	if (ls->cfg.tls) {
 		SSL *ssl = tls_server_new_ssl(ls->cfg.tls);
 		if (!ssl) {
 			conn_finalize(c, CONN_CLOSE_TLS);
+			conn_release(c);
 			return;
 		}
 		conn_attach_ssl(c, ssl);
 		SSL_set_accept_state(ssl);
 	}
-	c->flags |= CF_IN_DATA;
 	ls->cfg.on_accept(c, ls->cfg.arg);
 	if (!(c->flags & CF_DEAD) && !c->h)
 		conn_finalize(c, CONN_CLOSE_LOCAL);
-	c->flags &= ~CF_IN_DATA;
-	if (c->flags & CF_DEAD) {
-		conn_free_mem(c);
-		return;
-	}
-	if (!(c->flags & CF_CLOSING))
+	if (!(c->flags & (CF_DEAD | CF_CLOSING)))
 		conn_arm_recv(c);
 	conn_update_timer(c);
+	conn_release(c);
 }
 
 /* ---- outgoing connections -------------------------------------------- */
@@ -1222,7 +1334,7 @@ static void listener_on_accept(struct listener *ls, struct io_uring_cqe *cqe)
 struct conn *conn_connect(struct loop *l, const struct sockaddr *sa, socklen_t sa_len,
 			  const struct conn_handler *h, void *user)
 {
-	if ((size_t)sa_len > sizeof(((struct conn *)0)->peer))
+	if ((size_t)sa_len > sizeof(((struct conn *)0)->peer) || l->stopping)
 		return NULL;
 	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
@@ -1233,36 +1345,39 @@ struct conn *conn_connect(struct loop *l, const struct sockaddr *sa, socklen_t s
 	c->user = user;
 	c->flags |= CF_CONNECTING;
 	c->send_op = op_alloc(l, OP_CONNECT, c);
+	/* The kernel reads the address when it issues the SQE, possibly after
+	 * this conn is gone: give it a copy owned by the op. */
+	void *addr = xmalloc(sa_len);
+	memcpy(addr, sa, sa_len);
+	l->ops[c->send_op].free_ptr = addr;
 	struct io_uring_sqe *sqe = get_sqe(l);
-	io_uring_prep_connect(sqe, fd, &c->peer.sa, sa_len);
+	io_uring_prep_connect(sqe, fd, addr, sa_len);
 	io_uring_sqe_set_data64(sqe, op_udata(l, c->send_op));
 	conn_update_timer(c);
 	return c;
 }
 
+/* Caller holds c. */
 static void conn_on_connect(struct conn *c, int res)
 {
 	c->send_op = OP_NONE;
 	c->flags &= ~CF_CONNECTING;
 	c->last_activity_ms = c->loop->now_ms;
 	if (res < 0) {
-		c->flags |= CF_IN_DATA;
 		if (c->h && c->h->on_connect)
 			c->h->on_connect(c, res);
-		if (!(c->flags & CF_DEAD))
-			conn_finalize(c, CONN_CLOSE_CONNECT);
-		conn_free_mem(c);
+		conn_finalize(c, CONN_CLOSE_CONNECT);
 		return;
 	}
 	net_tune_accepted(c->fd);
-	c->flags |= CF_IN_DATA;
-	if (c->ssl)
-		conn_tls_handshake(c);
+	if (c->ssl && conn_tls_handshake(c) < 0)
+		return;
 	if (!(c->flags & CF_DEAD) && c->h && c->h->on_connect)
 		c->h->on_connect(c, 0);
-	c->flags &= ~CF_IN_DATA;
-	if (c->flags & CF_DEAD) {
-		conn_free_mem(c);
+	if (c->flags & CF_DEAD)
+		return;
+	if (c->flags & CF_CLOSING) {
+		conn_flush(c);
 		return;
 	}
 	conn_recv_policy(c);
@@ -1466,19 +1581,28 @@ static void loop_begin_stop(struct loop *l)
 	LOG_INFO("loop", 0, "draining", "conns=%" PRIu64, l->stats.conns_open);
 	for (struct listener *ls = l->listeners; ls; ls = ls->next)
 		listener_shutdown(ls);
-	struct conn *c = l->conns;
-	while (c) {
-		struct conn *next = c->next;
-		if (c->h && c->h->on_shutdown) {
-			c->h->on_shutdown(c);
-		} else if (c->in.len == 0 && conn_flushed(c)) {
-			conn_close(c);
-		} else {
-			/* busy: close once flushed */
-			conn_close(c);
-		}
-		c = next;
+	/* Hold every connection for the walk: a callback may close others. */
+	size_t n = 0;
+	for (struct conn *c = l->conns; c; c = c->next)
+		n++;
+	struct conn **all = xcalloc(n ? n : 1, sizeof(*all));
+	n = 0;
+	for (struct conn *c = l->conns; c; c = c->next) {
+		conn_hold(c);
+		all[n++] = c;
 	}
+	for (size_t i = 0; i < n; i++) {
+		struct conn *c = all[i];
+		if (c->flags & CF_DEAD)
+			continue;
+		if (c->h && c->h->on_shutdown)
+			c->h->on_shutdown(c);
+		else
+			c->flags |= CF_DRAINING; /* closed at release once idle */
+	}
+	for (size_t i = 0; i < n; i++)
+		conn_release(all[i]);
+	free(all);
 	timer_start(l, &l->drain_timer, l->cfg.drain_ms);
 	if (l->stop_cb)
 		l->stop_cb(l->stop_arg);
@@ -1553,13 +1677,19 @@ static void handle_cqe(struct loop *l, struct io_uring_cqe *cqe)
 		listener_on_accept(owner, cqe);
 		break;
 	case OP_RECV:
+		conn_hold(owner);
 		conn_on_recv(owner, cqe);
+		conn_release(owner);
 		break;
 	case OP_SEND:
+		conn_hold(owner);
 		conn_on_send(owner, cqe->res);
+		conn_release(owner);
 		break;
 	case OP_CONNECT:
+		conn_hold(owner);
 		conn_on_connect(owner, cqe->res);
+		conn_release(owner);
 		break;
 	case OP_POLL: {
 		struct loop_poll *p = owner;
@@ -1582,12 +1712,14 @@ static void handle_cqe(struct loop *l, struct io_uring_cqe *cqe)
 			if (sig == SIGHUP) {
 				if (l->hup_cb)
 					l->hup_cb(l->hup_arg);
+			} else if (++l->signals > 1 && l->stopping) {
+				/* A second SIGTERM/SIGINT: stop waiting. */
+				timer_start(l, &l->drain_timer, 0);
 			} else {
 				loop_begin_stop(l);
 			}
 		}
-		if (!l->stopping)
-			arm_signalfd(l);
+		arm_signalfd(l);
 		break;
 	default:
 		break;
@@ -1601,9 +1733,10 @@ static void flush_dirty(struct loop *l)
 		l->dirty = c->dirty_next;
 		c->flags &= ~CF_DIRTY;
 		c->dirty_next = NULL;
+		conn_hold(c);
 		conn_flush(c);
-		if (!(c->flags & CF_DEAD))
-			conn_recv_policy(c);
+		conn_recv_policy(c);
+		conn_release(c);
 	}
 }
 
@@ -1611,11 +1744,13 @@ static bool loop_done(struct loop *l)
 {
 	if (!l->stopping)
 		return false;
+	/* Work on the pool cannot be cancelled and will post back to this
+	 * loop: always wait for it, even after a forced drain. */
+	if (l->work_inflight)
+		return false;
 	if (l->drain_forced)
 		return true;
-	if (l->conns || l->work_inflight || l->holds)
-		return false;
-	return true;
+	return !l->conns && !l->holds;
 }
 
 /* One turn: flush writes, submit, wait for completions or the next timer
@@ -1780,8 +1915,12 @@ void loop_free(struct loop **lp)
 	if (!l)
 		return;
 	*lp = NULL;
+	l->freeing = true;
 	while (l->conns)
 		conn_finalize(l->conns, CONN_CLOSE_SHUTDOWN);
+	/* Close SQEs queued by earlier finalizes must still run. */
+	io_uring_submit_and_wait_timeout(&l->ring, &(struct io_uring_cqe *){ NULL }, 0,
+					 &(struct __kernel_timespec){ 0 }, NULL);
 	while (l->listeners) {
 		struct listener *ls = l->listeners;
 		listener_close(&ls);

@@ -39,6 +39,7 @@ typedef void (*timer_cb)(struct timer *t);
 struct timer {
 	uint64_t deadline_ms; /* monotonic */
 	uint32_t heap_idx;    /* UINT32_MAX when not armed */
+	uint64_t armed_gen;   /* internal */
 	timer_cb cb;
 	void *arg;
 };
@@ -81,7 +82,8 @@ struct conn_handler {
 	void (*on_connect)(struct conn *c, int status);
 	/* Optional: TLS handshake completed (implicit TLS, STARTTLS, client). */
 	void (*on_tls_ready)(struct conn *c);
-	/* Optional: the loop is draining (SIGTERM). Default: close when idle. */
+	/* Optional: the loop is draining (SIGTERM). Default: close as soon as
+	 * the connection is idle (nothing buffered, not paused, flushed). */
 	void (*on_shutdown)(struct conn *c);
 	/* Always called once, right before the conn is freed. */
 	void (*on_close)(struct conn *c, enum conn_close_reason why);
@@ -102,20 +104,26 @@ struct conn_limits {
 int conn_write(struct conn *c, const void *p, size_t len);
 int conn_printf(struct conn *c, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
-/* Graceful close: stop reading, flush output (and TLS close_notify), close. */
+/* Graceful close: stop reading, flush output (and TLS close_notify), close.
+ * After the peer's EOF (or close_notify) the loop does this by itself once
+ * the protocol has processed and answered what was received. */
 void conn_close(struct conn *c);
 /* Immediate close; on_close runs before this returns. */
 void conn_abort(struct conn *c, enum conn_close_reason why);
 
 /* Stop delivering input (e.g. while waiting for an RPC reply); input that
- * arrives meanwhile is buffered up to in_max, then reading stops. */
+ * arrives meanwhile is kept: reading stops once in_max is buffered (a
+ * little more may already be in flight, at most two provided-buffer rings
+ * per loop). */
 void conn_pause(struct conn *c);
 void conn_resume(struct conn *c);
 
-/* Upgrade to TLS as server (STARTTLS/STLS) or as client. Must be called
- * from on_data or after; every plaintext byte buffered or received after
- * the upgrade command is discarded (pipelined data after STARTTLS is a
- * protocol error and must not be interpreted). Returns 0 or -1. */
+/* Upgrade to TLS as server (STARTTLS/STLS) or as client. Write the
+ * plaintext reply ("220 Ready to start TLS") before calling: anything
+ * written after goes out encrypted. Called from on_data, the rest of the
+ * input being delivered and everything buffered are discarded (pipelined
+ * data after STARTTLS is a protocol error and must not be interpreted);
+ * called later, only what is buffered. Returns 0 or -1. */
 int conn_starttls_server(struct conn *c, struct tls_server *ts);
 int conn_starttls_client(struct conn *c, SSL *ssl);
 
@@ -133,6 +141,8 @@ const struct sockaddr *conn_peer(const struct conn *c);
 /* Printable peer address "1.2.3.4:5678" in a caller buffer (>= 64). */
 const char *conn_peer_str(const struct conn *c, char *out, size_t out_len);
 size_t conn_out_pending(const struct conn *c);
+/* conn_close or a teardown has begun: write nothing more. */
+bool conn_closing(const struct conn *c);
 /* sizeof(struct conn): an idle connection's fixed cost in the loop (the
  * protocol's own state and BoringSSL's come on top). Checked in a test. */
 size_t conn_struct_size(void);

@@ -23,19 +23,32 @@ const char *rpc_status_str(enum rpc_status s)
 
 /* ---- server ---------------------------------------------------------- */
 
+#define RPC_SERVER_MAX_CALLS 1024   /* calls in flight per connection */
+#define RPC_MAX_GLITCHES 16         /* unexpected frames before closing */
+
+struct rpc_sconn;
+
 struct rpc_server {
 	struct loop *loop;
 	struct listener *ls;
 	struct rpc_server_config cfg;
 	struct rpc_method_handler *handlers;
+	struct rpc_sconn *sconns;
 };
 
 /* Per server-side connection. Calls in flight are linked so that a closing
- * connection can detach them (their later replies are then dropped). */
+ * connection can detach them (their later replies are then dropped). The
+ * struct outlives its connection while a frame loop is running over it
+ * (busy), so dispatch never touches freed memory. */
 struct rpc_sconn {
 	struct rpc_server *srv;
 	struct conn *c;
+	struct rpc_sconn *prev, *next;
 	struct rpc_call *calls;
+	unsigned ncalls;
+	unsigned glitches;
+	unsigned busy;
+	bool dead, draining;
 	struct buf scratch;
 };
 
@@ -51,33 +64,32 @@ struct rpc_call {
 	ProtobufCMessage *req;
 };
 
-static void call_unlink(struct rpc_call *call)
-{
-	struct rpc_sconn *sc = call->sc;
-	if (!sc)
-		return;
-	if (call->prev)
-		call->prev->next = call->next;
-	else
-		sc->calls = call->next;
-	if (call->next)
-		call->next->prev = call->prev;
-	call->prev = call->next = NULL;
-}
-
 static void call_free(struct rpc_call *call)
 {
-	call_unlink(call);
+	struct rpc_sconn *sc = call->sc;
+	if (sc) {
+		if (call->prev)
+			call->prev->next = call->next;
+		else
+			sc->calls = call->next;
+		if (call->next)
+			call->next->prev = call->prev;
+		sc->ncalls--;
+		if (sc->draining && !sc->calls && !sc->dead)
+			conn_close(sc->c);
+	}
 	frame_unpacked_free(call->req);
 	free(call);
 }
 
-static void sconn_send(struct rpc_sconn *sc, struct buf *b)
+/* Write the encoded frame in sc->scratch. The write may close the
+ * connection and free sc: nothing touches sc after it. */
+static void sconn_send(struct rpc_sconn *sc)
 {
-	conn_write(sc->c, b->data, b->len);
+	struct buf *b = &sc->scratch;
+	size_t n = b->len;
 	b->len = 0;
-	if (b->cap > 65536)
-		buf_cleanup(b);
+	conn_write(sc->c, b->data, n);
 }
 
 static void sconn_error(struct rpc_sconn *sc, uint64_t req_id, uint32_t code,
@@ -86,8 +98,10 @@ static void sconn_error(struct rpc_sconn *sc, uint64_t req_id, uint32_t code,
 	Mail__Rpc__ErrorReply e = MAIL__RPC__ERROR_REPLY__INIT;
 	e.code = code;
 	e.message = (char *)message;
+	if (sc->scratch.cap > 65536 && sc->scratch.len == 0)
+		buf_cleanup(&sc->scratch);
 	if (frame_encode(&sc->scratch, RPC_ERROR, req_id, &e.base) == 0)
-		sconn_send(sc, &sc->scratch);
+		sconn_send(sc);
 }
 
 static bool call_expired(const struct rpc_call *call)
@@ -98,9 +112,11 @@ static bool call_expired(const struct rpc_call *call)
 void rpc_call_reply(struct rpc_call *call, const ProtobufCMessage *msg)
 {
 	struct rpc_sconn *sc = call->sc;
-	if (sc && !call->cancelled && !call_expired(call)) {
+	if (sc && !sc->dead && !call->cancelled && !call_expired(call)) {
+		if (sc->scratch.cap > 65536 && sc->scratch.len == 0)
+			buf_cleanup(&sc->scratch);
 		if (frame_encode(&sc->scratch, RPC_RESPONSE, call->req_id, msg) == 0)
-			sconn_send(sc, &sc->scratch);
+			sconn_send(sc);
 		else
 			sconn_error(sc, call->req_id, MAIL__RPC__ERROR_CODE__ERROR_TOO_LARGE,
 				    "reply too large");
@@ -111,7 +127,7 @@ void rpc_call_reply(struct rpc_call *call, const ProtobufCMessage *msg)
 void rpc_call_error(struct rpc_call *call, uint32_t code, const char *message)
 {
 	struct rpc_sconn *sc = call->sc;
-	if (sc && !call->cancelled && !call_expired(call))
+	if (sc && !sc->dead && !call->cancelled && !call_expired(call))
 		sconn_error(sc, call->req_id, code, message);
 	call_free(call);
 }
@@ -136,6 +152,17 @@ static const struct rpc_method_handler *find_handler(const struct rpc_server *s,
 	return NULL;
 }
 
+static void sconn_glitch(struct rpc_sconn *sc, const char *what)
+{
+	if (++sc->glitches == 1 || sc->glitches == RPC_MAX_GLITCHES)
+		LOG_INFO("rpc", conn_id(sc->c), "glitch", "what=%s count=%u", what, sc->glitches);
+	if (sc->glitches >= RPC_MAX_GLITCHES) {
+		sconn_error(sc, 0, MAIL__RPC__ERROR_CODE__ERROR_BAD_REQUEST, "too many errors");
+		if (!sc->dead)
+			conn_close(sc->c);
+	}
+}
+
 static void sconn_dispatch(struct rpc_sconn *sc, const struct frame *f)
 {
 	struct rpc_server *s = sc->srv;
@@ -146,9 +173,8 @@ static void sconn_dispatch(struct rpc_sconn *sc, const struct frame *f)
 		return;
 	}
 	if (f->kind != RPC_REQUEST) {
-		/* A server side sees only requests and cancels today. */
-		LOG_INFO("rpc", conn_id(sc->c), "unexpected_frame", "kind=%s",
-			 rpc_kind_str(f->kind));
+		/* A server side sees only requests and cancels. */
+		sconn_glitch(sc, rpc_kind_str(f->kind));
 		return;
 	}
 	const struct rpc_method_info *info = rpc_method_get(f->method);
@@ -158,14 +184,19 @@ static void sconn_dispatch(struct rpc_sconn *sc, const struct frame *f)
 			    "unknown method");
 		return;
 	}
+	if (sc->ncalls >= RPC_SERVER_MAX_CALLS) {
+		sconn_error(sc, f->req_id, MAIL__RPC__ERROR_CODE__ERROR_UNAVAILABLE,
+			    "too many calls in flight");
+		return;
+	}
 	ProtobufCMessage *req = NULL;
 	if (info->request) {
 		req = frame_unpack(info->request, f->payload);
 		if (!req) {
-			LOG_INFO("rpc", conn_id(sc->c), "bad_request", "method=%s len=%zu",
-				 info->name, f->payload.len);
 			sconn_error(sc, f->req_id, MAIL__RPC__ERROR_CODE__ERROR_BAD_REQUEST,
 				    "request did not decode");
+			if (!sc->dead)
+				sconn_glitch(sc, "bad_request");
 			return;
 		}
 	}
@@ -182,7 +213,16 @@ static void sconn_dispatch(struct rpc_sconn *sc, const struct frame *f)
 	if (sc->calls)
 		sc->calls->prev = call;
 	sc->calls = call;
+	sc->ncalls++;
 	h->fn(call, req, s->cfg.arg);
+}
+
+static void sconn_put(struct rpc_sconn *sc)
+{
+	if (--sc->busy == 0 && sc->dead) {
+		buf_cleanup(&sc->scratch);
+		free(sc);
+	}
 }
 
 static ssize_t sconn_on_data(struct conn *c, const uint8_t *data, size_t len)
@@ -190,7 +230,8 @@ static ssize_t sconn_on_data(struct conn *c, const uint8_t *data, size_t len)
 	struct rpc_sconn *sc = conn_user(c);
 	size_t off = 0;
 	size_t max = sc->srv->cfg.max_frame;
-	while (off < len) {
+	sc->busy++;
+	while (off < len && !sc->dead) {
 		struct frame f;
 		size_t used;
 		enum frame_result r = frame_decode(data + off, len - off, max, &f, &used);
@@ -199,13 +240,25 @@ static ssize_t sconn_on_data(struct conn *c, const uint8_t *data, size_t len)
 		if (r == FRAME_BAD) {
 			LOG_INFO("rpc", conn_id(c), "bad_frame", "offset=%zu", off);
 			sconn_error(sc, 0, MAIL__RPC__ERROR_CODE__ERROR_BAD_REQUEST, "bad frame");
-			conn_close(c);
-			return (ssize_t)len;
+			if (!sc->dead)
+				conn_close(c);
+			off = len;
+			break;
 		}
 		sconn_dispatch(sc, &f);
 		off += used;
 	}
+	sconn_put(sc);
 	return (ssize_t)off;
+}
+
+static void sconn_on_shutdown(struct conn *c)
+{
+	struct rpc_sconn *sc = conn_user(c);
+	if (!sc->calls)
+		conn_close(c);
+	else
+		sc->draining = true; /* closed when the last call completes */
 }
 
 static void sconn_on_close(struct conn *c, enum conn_close_reason why)
@@ -214,16 +267,26 @@ static void sconn_on_close(struct conn *c, enum conn_close_reason why)
 	LOG_DEBUG("rpc", conn_id(c), "close", "reason=%s", conn_close_reason_str(why));
 	while (sc->calls) {
 		struct rpc_call *call = sc->calls;
-		call_unlink(call);
+		sc->calls = call->next;
+		call->prev = call->next = NULL;
 		call->sc = NULL;
 	}
-	buf_cleanup(&sc->scratch);
-	free(sc);
+	struct rpc_server *s = sc->srv;
+	if (sc->prev)
+		sc->prev->next = sc->next;
+	else
+		s->sconns = sc->next;
+	if (sc->next)
+		sc->next->prev = sc->prev;
+	sc->dead = true;
+	sc->busy++;
+	sconn_put(sc);
 }
 
 static const struct conn_handler rpc_server_handler = {
 	.name = "rpc",
 	.on_data = sconn_on_data,
+	.on_shutdown = sconn_on_shutdown,
 	.on_close = sconn_on_close,
 };
 
@@ -234,6 +297,10 @@ static void rpc_server_accept(struct conn *c, void *arg)
 	sc->srv = s;
 	sc->c = c;
 	buf_init(&sc->scratch, 0);
+	sc->next = s->sconns;
+	if (s->sconns)
+		s->sconns->prev = sc;
+	s->sconns = sc;
 	/* A frame must fit in the input buffer before it is decoded. */
 	struct conn_limits lim = {
 		.in_max = s->cfg.max_frame + FRAME_HEADER_LEN,
@@ -284,11 +351,18 @@ void rpc_server_free(struct rpc_server **sp)
 		return;
 	*sp = NULL;
 	listener_close(&s->ls);
+	/* Accepted connections point at s: close them first. */
+	while (s->sconns)
+		conn_abort(s->sconns->c, CONN_CLOSE_LOCAL);
 	free(s->handlers);
 	free(s);
 }
 
 /* ---- client ---------------------------------------------------------- */
+
+#define PENDING_BUCKETS 256
+#define RPC_CLIENT_MAX_PENDING 65536
+#define RPC_CLIENT_TIMEOUTS_TO_RECYCLE 3
 
 struct pending {
 	struct rpc_client *cl;
@@ -297,12 +371,12 @@ struct pending {
 	struct timer deadline;
 	rpc_reply_fn done;
 	void *arg;
-	struct pending *hnext; /* hash chain */
-	struct buf frame;      /* encoded request while not yet written */
+	struct pending *hnext;  /* hash chain, or complete_q link */
+	struct pending *unext;  /* FIFO of calls not written yet */
+	enum rpc_status fail_status;
+	struct buf frame;       /* encoded request while not yet written */
 	bool sent;
 };
-
-#define PENDING_BUCKETS 256
 
 struct rpc_client {
 	struct loop *loop;
@@ -316,14 +390,18 @@ struct rpc_client {
 	uint64_t next_id;
 	size_t inflight;
 	struct pending *buckets[PENDING_BUCKETS];
+	struct pending *unsent_head, *unsent_tail;
 	struct timer reconnect;
 	uint32_t backoff_ms;
-	bool freeing;
-	struct pending *complete_q; /* calls finished outside a callback */
+	unsigned timeouts_in_row;
+	unsigned busy;          /* inside code that calls user callbacks */
+	bool freeing, draining;
+	struct pending *complete_q, *complete_tail; /* finished asynchronously */
 	struct timer complete_t;
 };
 
 static void client_connect(struct rpc_client *cl);
+static void client_destroy(struct rpc_client *cl);
 
 static struct pending **pending_slot(struct rpc_client *cl, uint64_t id)
 {
@@ -331,6 +409,21 @@ static struct pending **pending_slot(struct rpc_client *cl, uint64_t id)
 	while (*pp && (*pp)->req_id != id)
 		pp = &(*pp)->hnext;
 	return pp;
+}
+
+static void unsent_remove(struct rpc_client *cl, struct pending *p)
+{
+	struct pending **pp = &cl->unsent_head, *prev = NULL;
+	while (*pp && *pp != p) {
+		prev = *pp;
+		pp = &(*pp)->unext;
+	}
+	if (!*pp)
+		return;
+	*pp = p->unext;
+	if (cl->unsent_tail == p)
+		cl->unsent_tail = prev;
+	p->unext = NULL;
 }
 
 static struct pending *pending_take(struct rpc_client *cl, uint64_t id)
@@ -342,10 +435,13 @@ static struct pending *pending_take(struct rpc_client *cl, uint64_t id)
 		p->hnext = NULL;
 		cl->inflight--;
 		timer_stop(cl->loop, &p->deadline);
+		if (!p->sent)
+			unsent_remove(cl, p);
 	}
 	return p;
 }
 
+/* Callers hold cl->busy. */
 static void pending_finish(struct pending *p, enum rpc_status st, const ProtobufCMessage *reply,
 			   const Mail__Rpc__ErrorReply *err)
 {
@@ -354,39 +450,72 @@ static void pending_finish(struct pending *p, enum rpc_status st, const Protobuf
 	free(p);
 }
 
+static void client_enter(struct rpc_client *cl)
+{
+	cl->busy++;
+}
+
+static void client_leave(struct rpc_client *cl)
+{
+	if (--cl->busy == 0) {
+		if (cl->freeing)
+			client_destroy(cl);
+		else if (cl->draining && cl->inflight == 0 && cl->c)
+			conn_close(cl->c);
+	}
+}
+
+/* Finish p on the next loop turn (never inside the call that caused it). */
+static void complete_later(struct rpc_client *cl, struct pending *p, enum rpc_status st)
+{
+	p->fail_status = st;
+	p->hnext = NULL;
+	if (cl->complete_tail)
+		cl->complete_tail->hnext = p;
+	else
+		cl->complete_q = p;
+	cl->complete_tail = p;
+	timer_start(cl->loop, &cl->complete_t, 0);
+}
+
+static void fail_all_later(struct rpc_client *cl, enum rpc_status st)
+{
+	for (size_t i = 0; i < PENDING_BUCKETS; i++)
+		while (cl->buckets[i])
+			complete_later(cl, pending_take(cl, cl->buckets[i]->req_id), st);
+}
+
 static void pending_deadline_cb(struct timer *t)
 {
 	struct pending *p = t->arg;
 	struct rpc_client *cl = p->cl;
 	pending_take(cl, p->req_id);
+	client_enter(cl);
 	if (cl->connected && p->sent) {
 		struct buf b;
 		buf_init(&b, 0);
 		if (frame_encode_raw(&b, RPC_CANCEL, p->req_id, view_make(NULL, 0)) == 0)
 			conn_write(cl->c, b.data, b.len);
 		buf_cleanup(&b);
-	}
-	pending_finish(p, RPC_TIMEOUT, NULL, NULL);
-}
-
-static void fail_all(struct rpc_client *cl, enum rpc_status st)
-{
-	for (size_t i = 0; i < PENDING_BUCKETS; i++) {
-		while (cl->buckets[i]) {
-			struct pending *p = pending_take(cl, cl->buckets[i]->req_id);
-			pending_finish(p, st, NULL, NULL);
+		/* A peer that stopped answering (black hole, no RST) is
+		 * recycled rather than trusted until TCP keepalive gives up. */
+		if (++cl->timeouts_in_row >= RPC_CLIENT_TIMEOUTS_TO_RECYCLE && cl->c) {
+			LOG_WARN("rpc", conn_id(cl->c), "peer_unresponsive", "addr=%s timeouts=%u",
+				 cl->addr, cl->timeouts_in_row);
+			cl->timeouts_in_row = 0;
+			conn_abort(cl->c, CONN_CLOSE_TIMEOUT);
 		}
 	}
+	pending_finish(p, RPC_TIMEOUT, NULL, NULL);
+	client_leave(cl);
 }
 
 static void client_handle_frame(struct rpc_client *cl, const struct frame *f)
 {
 	struct pending *p = pending_take(cl, f->req_id);
-	if (!p) {
-		if (f->kind == RPC_ERROR && f->req_id == 0)
-			LOG_INFO("rpc", conn_id(cl->c), "peer_error", "addr=%s", cl->addr);
-		return; /* late reply after a timeout */
-	}
+	if (!p)
+		return; /* late reply after a timeout, or a connection-level error */
+	cl->timeouts_in_row = 0;
 	if (f->kind == RPC_ERROR) {
 		Mail__Rpc__ErrorReply *e = (Mail__Rpc__ErrorReply *)frame_unpack(
 			&mail__rpc__error_reply__descriptor, f->payload);
@@ -420,7 +549,8 @@ static ssize_t client_on_data(struct conn *c, const uint8_t *data, size_t len)
 {
 	struct rpc_client *cl = conn_user(c);
 	size_t off = 0;
-	while (off < len) {
+	client_enter(cl);
+	while (off < len && cl->c == c && !cl->freeing) {
 		struct frame f;
 		size_t used;
 		enum frame_result r = frame_decode(data + off, len - off, cl->cfg.max_frame, &f,
@@ -429,26 +559,29 @@ static ssize_t client_on_data(struct conn *c, const uint8_t *data, size_t len)
 			break;
 		if (r == FRAME_BAD) {
 			LOG_WARN("rpc", conn_id(c), "bad_frame", "addr=%s", cl->addr);
-			return -1;
+			conn_abort(c, CONN_CLOSE_ERROR);
+			break;
 		}
 		client_handle_frame(cl, &f);
 		off += used;
-		if (cl->c != c)
-			return -1; /* freed from a callback */
 	}
+	client_leave(cl);
 	return (ssize_t)off;
 }
 
+/* Write queued calls in the order they were made. */
 static void client_send_pending(struct rpc_client *cl)
 {
-	for (size_t i = 0; i < PENDING_BUCKETS; i++) {
-		for (struct pending *p = cl->buckets[i]; p; p = p->hnext) {
-			if (p->sent)
-				continue;
-			conn_write(cl->c, p->frame.data, p->frame.len);
-			p->sent = true;
-			buf_cleanup(&p->frame);
-		}
+	while (cl->unsent_head && cl->c && cl->connected) {
+		struct pending *p = cl->unsent_head;
+		cl->unsent_head = p->unext;
+		if (!cl->unsent_head)
+			cl->unsent_tail = NULL;
+		p->unext = NULL;
+		p->sent = true;
+		struct conn *c = cl->c;
+		conn_write(c, p->frame.data, p->frame.len);
+		buf_cleanup(&p->frame);
 	}
 }
 
@@ -456,6 +589,7 @@ static void client_ready(struct rpc_client *cl)
 {
 	cl->connected = true;
 	cl->backoff_ms = 0;
+	cl->timeouts_in_row = 0;
 	LOG_DEBUG("rpc", conn_id(cl->c), "connected", "addr=%s", cl->addr);
 	client_send_pending(cl);
 }
@@ -476,6 +610,15 @@ static void client_on_tls_ready(struct conn *c)
 	client_ready(conn_user(c));
 }
 
+static void client_on_shutdown(struct conn *c)
+{
+	struct rpc_client *cl = conn_user(c);
+	if (cl->inflight == 0)
+		conn_close(c);
+	else
+		cl->draining = true; /* closed when the last call finishes */
+}
+
 static void client_on_close(struct conn *c, enum conn_close_reason why)
 {
 	struct rpc_client *cl = conn_user(c);
@@ -487,10 +630,11 @@ static void client_on_close(struct conn *c, enum conn_close_reason why)
 	cl->connected = false;
 	if (cl->freeing)
 		return;
-	fail_all(cl, RPC_UNAVAILABLE);
-	/* Reconnect with backoff; a call also triggers a connect attempt. */
+	/* Callers learn of it on the next turn, never inside this close. */
+	fail_all_later(cl, RPC_UNAVAILABLE);
 	cl->backoff_ms = cl->backoff_ms ? MIN(cl->backoff_ms * 2, 5000) : 100;
-	timer_start(cl->loop, &cl->reconnect, cl->backoff_ms);
+	if (!loop_stopping(cl->loop))
+		timer_start(cl->loop, &cl->reconnect, cl->backoff_ms);
 }
 
 static const struct conn_handler rpc_client_handler = {
@@ -498,20 +642,24 @@ static const struct conn_handler rpc_client_handler = {
 	.on_data = client_on_data,
 	.on_connect = client_on_connect,
 	.on_tls_ready = client_on_tls_ready,
+	.on_shutdown = client_on_shutdown,
 	.on_close = client_on_close,
 };
 
 static void client_connect(struct rpc_client *cl)
 {
-	if (cl->c || cl->freeing)
+	if (cl->c || cl->freeing || timer_armed(&cl->reconnect))
 		return;
-	timer_stop(cl->loop, &cl->reconnect);
-	cl->c = conn_connect(cl->loop, (struct sockaddr *)&cl->sa, cl->sa_len,
-			     &rpc_client_handler, cl);
-	if (!cl->c) {
-		timer_start(cl->loop, &cl->reconnect, 1000);
+	struct conn *c = conn_connect(cl->loop, (struct sockaddr *)&cl->sa, cl->sa_len,
+				      &rpc_client_handler, cl);
+	if (!c) {
+		/* Out of sockets, or the loop is stopping. */
+		fail_all_later(cl, RPC_UNAVAILABLE);
+		if (!loop_stopping(cl->loop))
+			timer_start(cl->loop, &cl->reconnect, 1000);
 		return;
 	}
+	cl->c = c;
 	struct conn_limits lim = {
 		.in_max = cl->cfg.max_frame + FRAME_HEADER_LEN,
 		.out_high = 1u << 20,
@@ -520,12 +668,14 @@ static void client_connect(struct rpc_client *cl)
 		.write_ms = 60000,
 		.handshake_ms = cl->cfg.connect_timeout_ms,
 	};
-	conn_set_limits(cl->c, &lim);
+	conn_set_limits(c, &lim);
 	if (cl->cfg.tls) {
 		SSL *ssl = tls_client_new_ssl(cl->cfg.tls, cl->tls_name);
-		if (!ssl || conn_starttls_client(cl->c, ssl) < 0) {
-			conn_abort(cl->c, CONN_CLOSE_TLS);
-			return;
+		if (!ssl || conn_starttls_client(c, ssl) < 0) {
+			if (!ssl)
+				LOG_WARN("rpc", conn_id(c), "tls_setup_failed", "addr=%s", cl->addr);
+			if (cl->c == c)
+				conn_abort(c, CONN_CLOSE_TLS);
 		}
 	}
 }
@@ -541,11 +691,15 @@ static void reconnect_cb(struct timer *t)
 static void complete_cb(struct timer *t)
 {
 	struct rpc_client *cl = t->arg;
+	client_enter(cl);
 	while (cl->complete_q) {
 		struct pending *p = cl->complete_q;
 		cl->complete_q = p->hnext;
-		pending_finish(p, RPC_UNAVAILABLE, NULL, NULL);
+		if (!cl->complete_q)
+			cl->complete_tail = NULL;
+		pending_finish(p, p->fail_status, NULL, NULL);
 	}
+	client_leave(cl);
 }
 
 struct rpc_client *rpc_client_new(struct loop *l, const struct rpc_client_config *cfg,
@@ -581,33 +735,47 @@ uint64_t rpc_client_call(struct rpc_client *cl, uint16_t method, const ProtobufC
 	p->method = method;
 	p->done = done;
 	p->arg = arg;
+	timer_init(&p->deadline, pending_deadline_cb, p);
+	buf_init(&p->frame, 0);
+	uint64_t id = p->req_id;
 	if (!deadline_ms)
 		deadline_ms = 10000;
-	buf_init(&p->frame, 0);
+	if (cl->freeing || cl->inflight >= RPC_CLIENT_MAX_PENDING) {
+		complete_later(cl, p, cl->freeing ? RPC_CANCELLED : RPC_UNAVAILABLE);
+		return id;
+	}
 	if (frame_encode_request(&p->frame, method, p->req_id, deadline_ms, req) < 0) {
-		/* Cannot be encoded (too large): finish asynchronously. */
-		p->hnext = cl->complete_q;
-		cl->complete_q = p;
-		timer_start(cl->loop, &cl->complete_t, 0);
-		return p->req_id;
+		complete_later(cl, p, RPC_BAD_REPLY); /* cannot be encoded (too large) */
+		return id;
 	}
-	timer_init(&p->deadline, pending_deadline_cb, p);
 	timer_start(cl->loop, &p->deadline, deadline_ms);
-	struct pending **slot = pending_slot(cl, p->req_id);
-	*slot = p;
+	*pending_slot(cl, p->req_id) = p;
 	cl->inflight++;
-	if (cl->connected) {
-		conn_write(cl->c, p->frame.data, p->frame.len);
-		p->sent = true;
-		buf_cleanup(&p->frame);
-	} else {
+	if (cl->unsent_tail)
+		cl->unsent_tail->unext = p;
+	else
+		cl->unsent_head = p;
+	cl->unsent_tail = p;
+	/* Writing may close the connection; its pendings then finish on the
+	 * next turn, so p stays valid here either way. */
+	if (cl->connected)
+		client_send_pending(cl);
+	else
 		client_connect(cl);
-	}
-	return p->req_id;
+	return id;
 }
 
 bool rpc_client_connected(const struct rpc_client *cl) { return cl->connected; }
 size_t rpc_client_inflight(const struct rpc_client *cl) { return cl->inflight; }
+
+static void client_destroy(struct rpc_client *cl)
+{
+	timer_stop(cl->loop, &cl->reconnect);
+	timer_stop(cl->loop, &cl->complete_t);
+	free(cl->addr);
+	free(cl->tls_name);
+	free(cl);
+}
 
 void rpc_client_free(struct rpc_client **clp)
 {
@@ -615,18 +783,23 @@ void rpc_client_free(struct rpc_client **clp)
 	if (!cl)
 		return;
 	*clp = NULL;
+	if (cl->freeing)
+		return;
 	cl->freeing = true;
 	timer_stop(cl->loop, &cl->reconnect);
-	timer_stop(cl->loop, &cl->complete_t);
+	client_enter(cl);
 	if (cl->c)
 		conn_abort(cl->c, CONN_CLOSE_LOCAL);
-	fail_all(cl, RPC_CANCELLED);
+	/* Every pending call finishes now, with RPC_CANCELLED. */
+	for (size_t i = 0; i < PENDING_BUCKETS; i++)
+		while (cl->buckets[i])
+			pending_finish(pending_take(cl, cl->buckets[i]->req_id), RPC_CANCELLED,
+				       NULL, NULL);
 	while (cl->complete_q) {
 		struct pending *p = cl->complete_q;
 		cl->complete_q = p->hnext;
 		pending_finish(p, RPC_CANCELLED, NULL, NULL);
 	}
-	free(cl->addr);
-	free(cl->tls_name);
-	free(cl);
+	cl->complete_tail = NULL;
+	client_leave(cl); /* destroys when no callback is running */
 }
