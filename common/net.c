@@ -98,6 +98,10 @@ int net_listen(const struct sockaddr *sa, socklen_t len, int backlog, const char
 	if (sa_port(sa) != 0 && !bound_here(sa, len)) {
 		/* Probe without SO_REUSEPORT: fails if anyone else holds it. */
 		int probe = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (probe < 0) {
+			pthread_mutex_unlock(&bound_mu);
+			goto fail;
+		}
 		int one = 1, zero = 0;
 		setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 		if (sa->sa_family == AF_INET6)
