@@ -51,6 +51,7 @@ enum {
 #define MAX_TYPE 127
 #define MAX_PARAMS 64
 #define MAX_CONTINUATIONS 64
+#define MAX_ENCODED_WORD 512
 #define HARD_MAX_DEPTH 1000
 #define READ_MAX_DEPTH (HARD_MAX_DEPTH + 8)
 
@@ -342,9 +343,11 @@ static bool ew_parse(struct view raw, size_t i, struct ew *ew)
 	uint8_t enc = lc(q[1]);
 	if (enc != 'b' && enc != 'q')
 		return false;
+	/* RFC 2047 allows 75 bytes per word; a looser bound still keeps a
+	 * field full of unterminated "=?" starts linear. */
 	const uint8_t *t = q + 3, *te = t;
 	while (te + 1 < e && !(te[0] == '?' && te[1] == '=')) {
-		if (*te <= ' ' || *te >= 0x7f)
+		if (*te <= ' ' || *te >= 0x7f || te - p > MAX_ENCODED_WORD)
 			return false;
 		te++;
 	}
