@@ -14,16 +14,8 @@
 
 #include "common/log.h"
 #include "common/loop.h"
+#include "tests/unit/check.h"
 
-static int failures;
-#define CHECK(cond)                                                            \
-	do {                                                                   \
-		if (!(cond)) {                                                 \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, \
-				__LINE__, #cond);                              \
-			failures++;                                            \
-		}                                                              \
-	} while (0)
 
 /* ---- echo server ---- */
 

@@ -13,16 +13,8 @@
 
 #include "storage/mime.h"
 #include "storage/store.h"
+#include "tests/unit/check.h"
 
-static int failures;
-#define CHECK(cond)                                                            \
-	do {                                                                   \
-		if (!(cond)) {                                                 \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, \
-				__LINE__, #cond);                              \
-			failures++;                                            \
-		}                                                              \
-	} while (0)
 
 static int read_file(const char *path, struct buf *out)
 {

@@ -10,16 +10,8 @@
 #include <unistd.h>
 
 #include "storage/store.h"
+#include "tests/unit/check.h"
 
-static int failures;
-#define CHECK(cond)                                                            \
-	do {                                                                   \
-		if (!(cond)) {                                                 \
-			fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, \
-				__LINE__, #cond);                              \
-			failures++;                                            \
-		}                                                              \
-	} while (0)
 
 static struct shard *sh;
 
