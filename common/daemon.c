@@ -44,6 +44,9 @@ static void usage(const struct daemon_spec *spec, FILE *out)
 
 int daemon_init(struct daemon *d, const struct daemon_spec *spec, int argc, char **argv)
 {
+	/* Before any thread exists (RocksDB, workers): every thread inherits
+	 * the mask, so SIGTERM/SIGHUP reach only the signalfd of loop 0. */
+	loop_block_signals();
 	memset(d, 0, sizeof(*d));
 	d->spec = spec;
 	d->arg = spec->arg;

@@ -53,7 +53,9 @@ struct daemon {
 	uint64_t started_ms;     /* monotonic */
 };
 
-/* Parse argv and the config, set up logging and TLS. Returns 0 to go on,
+/* Block the daemon's signals (call it first in main, before anything
+ * starts a thread), parse argv and the config, set up logging and TLS.
+ * Returns 0 to go on,
  * 1 when the process should exit 0 (--help, --print-config), -1 on error
  * (already reported on stderr). */
 int daemon_init(struct daemon *d, const struct daemon_spec *spec, int argc, char **argv);

@@ -30,6 +30,7 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+DEMO_USER = "demo@example.test"
 ROOT = os.path.dirname(HERE)
 
 
@@ -208,7 +209,35 @@ class Cluster:
         os.chmod(key, 0o600)
         return ca, cert, key
 
-    def write_env(self, bins, ca):
+    def demo_user(self, bins):
+        """Create demo@example.test once; its password is kept in DIR."""
+        pwfile = os.path.join(self.dir, "demo.password")
+        env = dict(os.environ, REDIS_URL=self.redis_url)
+        if os.path.exists(pwfile):
+            with open(pwfile) as f:
+                return f.read().strip()
+        r = subprocess.run([bins["mailctl"], "user", "show", DEMO_USER], env=env,
+                           capture_output=True, text=True)
+        password = subprocess.run(["openssl", "rand", "-base64", "15"], check=True,
+                                  capture_output=True, text=True).stdout.strip()
+        if r.returncode != 0:
+            r = subprocess.run([bins["mailctl"], "user", "add", DEMO_USER, "--password", password],
+                               env=env, capture_output=True, text=True)
+            if r.returncode != 0:
+                die(f"cannot create {DEMO_USER}: {r.stderr.strip()}")
+            welcome = ("From: postmaster@example.test\r\nTo: " + DEMO_USER + "\r\n"
+                       "Subject: Welcome to your mail cluster\r\n\r\n"
+                       "This message was stored by a mailnode over RPC.\r\n")
+            subprocess.run([bins["mailctl"], "deliver", DEMO_USER], env=env, input=welcome,
+                           capture_output=True, text=True)
+        else:
+            die(f"{DEMO_USER} exists but {pwfile} is gone; remove {self.dir} to start afresh")
+        with open(pwfile, "w") as f:
+            f.write(password + "\n")
+        os.chmod(pwfile, 0o600)
+        return password
+
+    def write_env(self, bins, ca, password):
         p = self.port_base
         env = {
             "SMTP_PORT": p + 25, "SUBMISSION_PORT": p + 587, "SMTPS_PORT": p + 465,
@@ -216,6 +245,7 @@ class Cluster:
             "POP3S_PORT": p + 995, "REDIS_URL": self.redis_url, "CA_FILE": ca,
             "MAILCTL": bins["mailctl"], "MAILBENCH": bins["mailbench"],
             "NODES": self.nodes, "PROXY_METRICS": f"http://127.0.0.1:{self.proxy_metrics}/metrics",
+            "DEMO_USER": DEMO_USER, "DEMO_PASSWORD": password,
         }
         for i in range(1, self.nodes + 1):
             env[f"NODE{i}_RPC"] = f"127.0.0.1:{self.node_rpc(i)}"
@@ -245,8 +275,13 @@ class Cluster:
         check_free(self.node_rpc(i), name)
         data = os.path.join(self.dir, name)
         os.makedirs(data, exist_ok=True)
+        # Until the shard map exists, node I of N owns a fixed slice of the
+        # 256 shards.
+        lo, hi = (i - 1) * 256 // self.nodes, i * 256 // self.nodes - 1
         pid = self.spawn(name, [bins["mailnode"],
                                 "--set", f"node.id={name}",
+                                "--set", "shards.count=256",
+                                "--set", f"shards.local={lo}-{hi}",
                                 "--set", f"rpc.listen=127.0.0.1:{self.node_rpc(i)}",
                                 "--set", f"metrics.listen=127.0.0.1:{self.node_metrics(i)}",
                                 "--set", f"redis.url={self.redis_url}",
@@ -276,7 +311,6 @@ def cmd_up(args):
     for i in range(1, c.nodes + 1):
         c.start_node(bins, i)
     c.start_proxy(bins, cert, key)
-    c.write_env(bins, ca)
     # Wait until every member shows up in Redis.
     end = time.time() + 10
     while True:
@@ -288,17 +322,22 @@ def cmd_up(args):
             print(r.stdout, r.stderr)
             die("members did not register in Redis")
         time.sleep(0.1)
+    password = c.demo_user(bins)
+    c.write_env(bins, ca, password)
     env = os.path.join(c.dir, "cluster.env")
     print(f"""cluster is up: Redis, {c.nodes} mailnode(s), 1 mailproxy ({c.dir})
+demo user: {DEMO_USER}  password: {password}
 
-  {bins['mailctl']} --redis {c.redis_url} status
-  {bins['mailctl']} ping 127.0.0.1:{c.node_rpc(1)}
+  export REDIS_URL={c.redis_url}
+  {bins['mailctl']} status
+  {bins['mailctl']} mailbox list {DEMO_USER}
+  printf 'Subject: hi\\r\\n\\r\\nhello\\r\\n' | {bins['mailctl']} deliver {DEMO_USER}
+  {bins['mailctl']} user add you@example.test
   curl -s http://127.0.0.1:{c.node_metrics(1)}/metrics
-  {bins['mailbench']} echo --self --seconds 3     # the runtime's own benchmark
 
 settings: {env}; logs: {c.logdir}; stop with: {os.path.join(HERE, "local-cluster")} down --dir {c.dir}
-SMTP/IMAP/POP3 are not served yet: they arrive with the storage, node and
-proxy issues (see README.md).""")
+SMTP/IMAP/POP3 are not served yet: they arrive with the node and proxy
+issues (see README.md); mail is stored and listed through mailctl today.""")
 
 
 def cmd_status(args):

@@ -11,25 +11,38 @@
 #include "common/redis.h"
 #include "proto/registry.h"
 #include "proto/rpc.h"
+#include "storage/address.h"
 
 struct ctl {
 	struct loop *loop;
 	const char *redis_url;
 	uint32_t timeout_ms;
 	bool json;
+	const char *node; /* --node ADDR: skip the lookup in Redis */
 };
 
 static void usage(FILE *out)
 {
 	fprintf(out,
-		"usage: mailctl [--redis URL] [--timeout MS] [--json] COMMAND\n"
+		"usage: mailctl [--redis URL] [--node ADDR] [--timeout MS] [--json] COMMAND\n"
 		"\n"
 		"  status            members registered in Redis, alive or not, and an RPC\n"
 		"                    ping of every live node\n"
 		"  ping ADDR [N]     RPC ping a node N times (default 3), print round trips\n"
+		"  user add ADDRESS [--password PW] [--quota BYTES]\n"
+		"                    create a user (INBOX, Sent, Drafts, Trash, Junk, Archive);\n"
+		"                    without --password (or MAILCTL_PASSWORD) one is generated\n"
+		"                    and printed\n"
+		"  user show ADDRESS quota, usage, shard\n"
+		"  mailbox list ADDRESS\n"
+		"                    mailboxes with UIDVALIDITY, UIDNEXT, counts\n"
+		"  deliver ADDRESS... < MESSAGE\n"
+		"                    store a message (read from stdin) for the recipients,\n"
+		"                    as the proxy's SMTP receiver will; prints each status\n"
 		"\n"
-		"The cluster is found with --redis or the REDIS_URL environment variable.\n"
-		"Cluster, node, domain and user management arrive with the deploy issue.\n");
+		"The cluster is found with --redis or the REDIS_URL environment variable;\n"
+		"a user's node is the live node whose shards cover the user's shard\n"
+		"(--node ADDR names one instead).\n");
 }
 
 /* ---- small synchronous helpers over the loop ------------------------- */
@@ -264,6 +277,347 @@ static int cmd_status(struct ctl *c)
 	return status;
 }
 
+/* ---- users, mailboxes, delivery ------------------------------------ */
+
+struct node_ref {
+	char addr[128];
+	uint32_t nshards;
+	int shard;
+	char canonical[256];
+};
+
+/* Does "all" or "0-84,200" contain shard? */
+static bool spec_has(const char *spec, uint32_t shard)
+{
+	if (strcmp(spec, "all") == 0)
+		return true;
+	const char *p = spec;
+	while (*p) {
+		char *end;
+		unsigned long a = strtoul(p, &end, 10), b = a;
+		if (end == p)
+			return false;
+		if (*end == '-')
+			b = strtoul(end + 1, &end, 10);
+		if (shard >= a && shard <= b)
+			return true;
+		p = *end == ',' ? end + 1 : end;
+		if (*end && *end != ',')
+			return false;
+	}
+	return false;
+}
+
+/* Canonical owner address (no +tag) of addr. */
+static int canonical_owner(const char *addr, char *out, size_t out_len)
+{
+	struct buf c;
+	buf_init(&c, 256);
+	const char *err = NULL;
+	if (address_canonical(view_cstr(addr), &c, &err) < 0) {
+		fprintf(stderr, "mailctl: %s: %s\n", addr, err);
+		buf_cleanup(&c);
+		return -1;
+	}
+	struct view base, tag, local, domain;
+	address_split(buf_view(&c), &local, &domain);
+	if (address_subaddress(buf_view(&c), '+', &base, &tag))
+		snprintf(out, out_len, "%.*s@%.*s", (int)base.len, (const char *)base.ptr,
+			 (int)domain.len, (const char *)domain.ptr);
+	else
+		snprintf(out, out_len, "%.*s", (int)c.len, (const char *)c.data);
+	buf_cleanup(&c);
+	return 0;
+}
+
+/* Find the live node serving addr's shard (from the membership in Redis,
+ * until the shard map exists), or use --node. */
+static int find_node(struct ctl *c, const char *addr, struct node_ref *ref)
+{
+	memset(ref, 0, sizeof(*ref));
+	if (canonical_owner(addr, ref->canonical, sizeof(ref->canonical)) < 0)
+		return 2;
+	if (c->node) {
+		snprintf(ref->addr, sizeof(ref->addr), "%s", c->node);
+		return 0;
+	}
+	if (!c->redis_url) {
+		fprintf(stderr, "mailctl: no cluster given: use --redis URL, REDIS_URL or --node\n");
+		return 2;
+	}
+	const char *err = NULL;
+	struct redis_options ro = { .command_timeout_ms = c->timeout_ms,
+				    .connect_timeout_ms = c->timeout_ms };
+	struct redis_client *rc = redis_client_new(c->loop, c->redis_url, &ro, &err);
+	if (!rc) {
+		fprintf(stderr, "mailctl: %s\n", err);
+		return 2;
+	}
+	int status = 1;
+	struct wait_reply members;
+	if (redis_sync(c, rc, &members, "SMEMBERS %s", REGISTRY_NODES_SET) < 0 ||
+	    members.type != REDIS_REPLY_ARRAY) {
+		fprintf(stderr, "mailctl: cannot read the members from Redis at %s\n", c->redis_url);
+		free_wait(&members);
+		redis_client_free(&rc);
+		return 1;
+	}
+	for (size_t i = 0; i < members.n && status; i++) {
+		if (!members.elems[i])
+			continue;
+		char key[160], spec[256], ns[16];
+		registry_member_key("node", members.elems[i], key, sizeof(key));
+		struct wait_reply info;
+		if (redis_sync(c, rc, &info, "GET %s", key) == 0 && info.type == REDIS_REPLY_STRING &&
+		    registry_info_get(info.str, "addr", ref->addr, sizeof(ref->addr)) == 0 &&
+		    registry_info_get(info.str, "nshards", ns, sizeof(ns)) == 0 &&
+		    registry_info_get(info.str, "shards", spec, sizeof(spec)) == 0) {
+			ref->nshards = (uint32_t)strtoul(ns, NULL, 10);
+			if (ref->nshards) {
+				ref->shard = (int)address_shard(view_cstr(ref->canonical), ref->nshards);
+				if (spec_has(spec, (uint32_t)ref->shard))
+					status = 0;
+			}
+		}
+		free_wait(&info);
+	}
+	free_wait(&members);
+	redis_client_free(&rc);
+	if (status)
+		fprintf(stderr, "mailctl: no live node serves the shard of %s\n", ref->canonical);
+	return status;
+}
+
+struct call_wait {
+	bool done;
+	enum rpc_status st;
+	ProtobufCMessage *reply;
+	char err[256];
+};
+
+static void on_call(void *arg, enum rpc_status st, const ProtobufCMessage *reply,
+		    const Mail__Rpc__ErrorReply *err)
+{
+	struct call_wait *w = arg;
+	w->done = true;
+	w->st = st;
+	if (reply) {
+		/* Keep a copy: the reply is only borrowed. */
+		size_t n = protobuf_c_message_get_packed_size(reply);
+		uint8_t *tmp = xmalloc(n ? n : 1);
+		protobuf_c_message_pack(reply, tmp);
+		w->reply = protobuf_c_message_unpack(reply->descriptor, NULL, n, tmp);
+		free(tmp);
+	}
+	if (err)
+		snprintf(w->err, sizeof(w->err), "%s", err->message);
+}
+
+static bool call_done(void *arg)
+{
+	return ((struct call_wait *)arg)->done;
+}
+
+/* One RPC call to addr, waited for. Returns 0 with w->reply set, or 1. */
+static int call_node(struct ctl *c, const char *addr, uint16_t method, const ProtobufCMessage *req,
+		     uint32_t deadline_ms, struct call_wait *w)
+{
+	memset(w, 0, sizeof(*w));
+	const char *err = NULL;
+	struct rpc_client_config cc = { .addr = addr, .max_frame = 96u << 20 };
+	struct rpc_client *cl = rpc_client_new(c->loop, &cc, &err);
+	if (!cl) {
+		fprintf(stderr, "mailctl: %s\n", err);
+		return 1;
+	}
+	rpc_client_call(cl, method, req, deadline_ms, on_call, w);
+	loop_run_until(c->loop, call_done, w, deadline_ms + 2000);
+	rpc_client_free(&cl);
+	if (!w->done || w->st != RPC_OK) {
+		fprintf(stderr, "mailctl: %s: %s%s%s\n", addr,
+			w->done ? rpc_status_str(w->st) : "timeout", w->err[0] ? ": " : "", w->err);
+		return 1;
+	}
+	return 0;
+}
+
+static void print_user(const struct ctl *c, const Mail__Rpc__UserInfo *u)
+{
+	if (c->json) {
+		printf("{\"user\":\"%s\",\"shard\":%u,\"quota_bytes\":%llu,\"used_bytes\":%llu,"
+		       "\"used_messages\":%llu,\"enabled\":%s}\n",
+		       u->user, u->shard, (unsigned long long)u->quota_bytes,
+		       (unsigned long long)u->used_bytes, (unsigned long long)u->used_messages,
+		       u->enabled ? "true" : "false");
+		return;
+	}
+	printf("user %s\n  shard    %u\n  quota    %s%llu\n  used     %llu bytes in %llu messages\n"
+	       "  enabled  %s\n",
+	       u->user, u->shard, u->quota_bytes ? "" : "unlimited ",
+	       (unsigned long long)u->quota_bytes, (unsigned long long)u->used_bytes,
+	       (unsigned long long)u->used_messages, u->enabled ? "yes" : "no");
+}
+
+static void random_password(char *out, size_t len)
+{
+	static const char alphabet[] = "abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+	uint8_t rnd[64];
+	FILE *f = fopen("/dev/urandom", "rb");
+	if (!f || fread(rnd, 1, sizeof(rnd), f) != sizeof(rnd))
+		abort();
+	fclose(f);
+	for (size_t i = 0; i + 1 < len && i < sizeof(rnd); i++)
+		out[i] = alphabet[rnd[i] % (sizeof(alphabet) - 1)];
+	out[MIN(len - 1, sizeof(rnd))] = '\0';
+}
+
+static int cmd_user(struct ctl *c, int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	const char *sub = argv[0], *addr = argv[1];
+	struct node_ref ref;
+	int r = find_node(c, addr, &ref);
+	if (r)
+		return r;
+	struct call_wait w;
+	if (strcmp(sub, "add") == 0) {
+		const char *password = getenv("MAILCTL_PASSWORD");
+		uint64_t quota = 0;
+		for (int i = 2; i < argc; i++) {
+			if (strcmp(argv[i], "--password") == 0 && i + 1 < argc)
+				password = argv[++i];
+			else if (strcmp(argv[i], "--quota") == 0 && i + 1 < argc)
+				quota = strtoull(argv[++i], NULL, 10);
+			else {
+				fprintf(stderr, "mailctl: user add: unknown option %s\n", argv[i]);
+				return 2;
+			}
+		}
+		char generated[24] = "";
+		if (!password) {
+			random_password(generated, sizeof(generated));
+			password = generated;
+		}
+		Mail__Rpc__UserAddRequest req = MAIL__RPC__USER_ADD_REQUEST__INIT;
+		req.user = ref.canonical;
+		req.password = (char *)password;
+		req.quota_bytes = quota;
+		/* scrypt runs on the node: give it time. */
+		if (call_node(c, ref.addr, RPC_METHOD_USER_ADD, &req.base, 10000, &w))
+			return 1;
+		print_user(c, (const Mail__Rpc__UserInfo *)w.reply);
+		if (generated[0] && !c->json)
+			printf("  password %s\n", generated);
+		protobuf_c_message_free_unpacked(w.reply, NULL);
+		return 0;
+	}
+	if (strcmp(sub, "show") == 0) {
+		Mail__Rpc__UserRequest req = MAIL__RPC__USER_REQUEST__INIT;
+		req.user = ref.canonical;
+		if (call_node(c, ref.addr, RPC_METHOD_USER_GET, &req.base, c->timeout_ms, &w))
+			return 1;
+		print_user(c, (const Mail__Rpc__UserInfo *)w.reply);
+		protobuf_c_message_free_unpacked(w.reply, NULL);
+		return 0;
+	}
+	fprintf(stderr, "mailctl: unknown user command '%s'\n", sub);
+	return 2;
+}
+
+static int cmd_mailbox(struct ctl *c, int argc, char **argv)
+{
+	if (argc < 2 || strcmp(argv[0], "list") != 0) {
+		usage(stderr);
+		return 2;
+	}
+	struct node_ref ref;
+	int r = find_node(c, argv[1], &ref);
+	if (r)
+		return r;
+	Mail__Rpc__UserRequest req = MAIL__RPC__USER_REQUEST__INIT;
+	req.user = ref.canonical;
+	struct call_wait w;
+	if (call_node(c, ref.addr, RPC_METHOD_MAILBOX_LIST, &req.base, c->timeout_ms, &w))
+		return 1;
+	const Mail__Rpc__MailboxList *l = (const Mail__Rpc__MailboxList *)w.reply;
+	if (!c->json)
+		printf("%-24s %10s %8s %8s %8s %10s\n", "mailbox", "uidvalidity", "uidnext",
+		       "messages", "unseen", "bytes");
+	for (size_t i = 0; i < l->n_mailboxes; i++) {
+		const Mail__Rpc__MailboxEntry *e = l->mailboxes[i];
+		if (c->json)
+			printf("{\"name\":\"%s\",\"uidvalidity\":%u,\"uidnext\":%u,\"messages\":%u,"
+			       "\"unseen\":%u,\"size\":%llu,\"highestmodseq\":%llu}\n",
+			       e->name, e->uidvalidity, e->uidnext, e->messages, e->unseen,
+			       (unsigned long long)e->size, (unsigned long long)e->highestmodseq);
+		else
+			printf("%-24s %10u %8u %8u %8u %10llu\n", e->name, e->uidvalidity, e->uidnext,
+			       e->messages, e->unseen, (unsigned long long)e->size);
+	}
+	protobuf_c_message_free_unpacked(w.reply, NULL);
+	return 0;
+}
+
+static int cmd_deliver(struct ctl *c, int argc, char **argv)
+{
+	if (argc < 1) {
+		usage(stderr);
+		return 2;
+	}
+	struct buf body;
+	buf_init(&body, 64u << 20);
+	uint8_t tmp[65536];
+	size_t n;
+	while ((n = fread(tmp, 1, sizeof(tmp), stdin)) > 0) {
+		if (buf_append(&body, tmp, n) < 0) {
+			fprintf(stderr, "mailctl: message larger than 64 MiB\n");
+			buf_cleanup(&body);
+			return 2;
+		}
+	}
+	int status = 0;
+	/* One call per recipient: simple, and each lands on its own shard. */
+	for (int i = 0; i < argc; i++) {
+		struct node_ref ref;
+		int r = find_node(c, argv[i], &ref);
+		if (r) {
+			status = r;
+			continue;
+		}
+		if (c->node && !ref.nshards) {
+			ref.nshards = 256;
+			ref.shard = (int)address_shard(view_cstr(ref.canonical), 256);
+		}
+		Mail__Rpc__DeliverRequest req = MAIL__RPC__DELIVER_REQUEST__INIT;
+		char *rcpt = argv[i];
+		req.shard = (uint32_t)ref.shard;
+		req.sender = "";
+		req.n_recipients = 1;
+		req.recipients = &rcpt;
+		req.body.data = body.data;
+		req.body.len = body.len;
+		req.received_ms = time_real_ms();
+		struct call_wait w;
+		if (call_node(c, ref.addr, RPC_METHOD_DELIVER, &req.base, 30000, &w)) {
+			status = 1;
+			continue;
+		}
+		const Mail__Rpc__DeliverReply *rep = (const Mail__Rpc__DeliverReply *)w.reply;
+		for (size_t k = 0; k < rep->n_statuses; k++) {
+			printf("%s: %u %s\n", rep->statuses[k]->recipient, rep->statuses[k]->code,
+			       rep->statuses[k]->text);
+			if (rep->statuses[k]->code / 100 != 2)
+				status = 1;
+		}
+		protobuf_c_message_free_unpacked(w.reply, NULL);
+	}
+	buf_cleanup(&body);
+	return status;
+}
+
 int ctl_main(int argc, char **argv)
 {
 	log_init("mailctl", LOG_LEVEL_ERROR);
@@ -272,6 +626,7 @@ int ctl_main(int argc, char **argv)
 		{ "redis", required_argument, 0, 'r' },
 		{ "timeout", required_argument, 0, 't' },
 		{ "json", no_argument, 0, 'j' },
+		{ "node", required_argument, 0, 'n' },
 		{ "help", no_argument, 0, 'h' },
 		{ 0, 0, 0, 0 },
 	};
@@ -281,6 +636,7 @@ int ctl_main(int argc, char **argv)
 		case 'r': c.redis_url = optarg; break;
 		case 't': c.timeout_ms = (uint32_t)strtoul(optarg, NULL, 10); break;
 		case 'j': c.json = true; break;
+		case 'n': c.node = optarg; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -303,6 +659,12 @@ int ctl_main(int argc, char **argv)
 		rc = cmd_status(&c);
 	} else if (strcmp(cmd, "ping") == 0) {
 		rc = cmd_ping(&c, argc - optind - 1, argv + optind + 1);
+	} else if (strcmp(cmd, "user") == 0) {
+		rc = cmd_user(&c, argc - optind - 1, argv + optind + 1);
+	} else if (strcmp(cmd, "mailbox") == 0) {
+		rc = cmd_mailbox(&c, argc - optind - 1, argv + optind + 1);
+	} else if (strcmp(cmd, "deliver") == 0) {
+		rc = cmd_deliver(&c, argc - optind - 1, argv + optind + 1);
 	} else {
 		fprintf(stderr, "mailctl: unknown command '%s'\n", cmd);
 		usage(stderr);

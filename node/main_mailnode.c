@@ -1,14 +1,16 @@
 /* mailnode: the storage node daemon. */
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "common/daemon.h"
 #include "node/node.h"
 
 static struct node **nodes;
+static struct node_store *store;
 
 static int thread_init(struct daemon *d, struct loop *l, unsigned idx, const char **error_r)
 {
-	nodes[idx] = node_new(l, d->cfg, d->tls, idx == 0, error_r);
+	nodes[idx] = node_new(l, d->cfg, d->tls, store, idx == 0, error_r);
 	return nodes[idx] ? 0 : -1;
 }
 
@@ -44,9 +46,17 @@ int main(int argc, char **argv)
 		daemon_cleanup(&d);
 		return r > 0 ? 0 : 2;
 	}
+	const char *err = NULL;
+	store = node_store_open(d.cfg, &err);
+	if (!store) {
+		fprintf(stderr, "mailnode: %s\n", err);
+		daemon_cleanup(&d);
+		return 1;
+	}
 	nodes = calloc(d.threads, sizeof(*nodes));
 	int status = daemon_run(&d);
 	free(nodes);
+	node_store_close(&store);
 	daemon_cleanup(&d);
 	return status;
 }

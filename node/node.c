@@ -1,15 +1,21 @@
 #include "node/node.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <openssl/mem.h>
 
 #include "common/log.h"
 #include "common/loop.h"
 #include "common/redis.h"
 #include "proto/registry.h"
 #include "proto/rpc.h"
+#include "storage/address.h"
+#include "storage/pwhash.h"
+#include "storage/store.h"
 
 const struct config_def node_config_defs[] = {
 	{ "node.id", CONFIG_STRING, "node1", 0, 0, "this node's unique id in the cluster" },
@@ -18,24 +24,146 @@ const struct config_def node_config_defs[] = {
 	  "address other members use to reach this node (default: rpc.listen)" },
 	{ "rpc.tls", CONFIG_BOOL, "false", 0, 0,
 	  "serve RPC over TLS with tls.cert (mutual when tls.client_ca is set)" },
-	{ "rpc.max_frame", CONFIG_SIZE, "64M", 1024, 1073741824, "largest RPC frame accepted" },
+	{ "rpc.max_frame", CONFIG_SIZE, "80M", 1024, 1073741824, "largest RPC frame accepted" },
 	{ "redis.url", CONFIG_STRING, NULL, 0, 0,
 	  "Redis for membership (redis://host:port/db); unset: standalone" },
 	{ "heartbeat.interval", CONFIG_DURATION, "1s", 100, 60000, "membership refresh period" },
 	{ "heartbeat.ttl", CONFIG_DURATION, "5s", 300, 600000,
 	  "membership key lifetime: a node silent this long counts as down" },
-	{ "data.dir", CONFIG_STRING, "./data", 0, 0, "where shards live (storage issue)" },
+	{ "data.dir", CONFIG_STRING, "./data", 0, 0, "where shards live (DATA/shards/NNNN)" },
+	{ "shards.count", CONFIG_INT, "256", 1, 65536,
+	  "virtual shards of the cluster (fixed at cluster init; every member must agree)" },
+	{ "shards.local", CONFIG_STRING, "all", 0, 0,
+	  "shards this node owns until the shard map exists: 'all' or ranges '0-84,200'" },
+	{ "storage.cache", CONFIG_SIZE, "256M", 1048576, 1099511627776,
+	  "block cache shared by all shards" },
+	{ "storage.max_message", CONFIG_SIZE, "64M", 1024, 1073741824, "largest message stored" },
 };
 const size_t node_config_defs_len = ARRAY_LEN(node_config_defs);
 
+/* ---- the node's storage (shared by all loop threads) ------------------ */
+
+struct node_store {
+	struct storage *st;
+	uint32_t nshards;
+	uint8_t *owned; /* nshards bytes */
+	char shards_spec[256];
+};
+
+/* "all" or "a-b,c,...". */
+static int parse_shards(const char *spec, uint32_t n, uint8_t *owned, const char **error_r)
+{
+	if (strcmp(spec, "all") == 0) {
+		memset(owned, 1, n);
+		return 0;
+	}
+	memset(owned, 0, n);
+	const char *p = spec;
+	while (*p) {
+		char *end;
+		unsigned long a = strtoul(p, &end, 10), b = a;
+		if (end == p)
+			goto bad;
+		if (*end == '-') {
+			p = end + 1;
+			b = strtoul(p, &end, 10);
+			if (end == p)
+				goto bad;
+		}
+		if (a > b || b >= n)
+			goto bad;
+		for (unsigned long i = a; i <= b; i++)
+			owned[i] = 1;
+		p = end;
+		if (*p == ',')
+			p++;
+		else if (*p)
+			goto bad;
+	}
+	return 0;
+bad:
+	*error_r = "shards.local: want 'all' or ranges like '0-84,200' below shards.count";
+	return -1;
+}
+
+struct node_store *node_store_open(const struct config *cfg, const char **error_r)
+{
+	struct node_store *ns = xcalloc(1, sizeof(*ns));
+	ns->nshards = (uint32_t)config_get_int(cfg, "shards.count");
+	ns->owned = xcalloc(ns->nshards, 1);
+	snprintf(ns->shards_spec, sizeof(ns->shards_spec), "%s", config_get_str(cfg, "shards.local"));
+	if (parse_shards(ns->shards_spec, ns->nshards, ns->owned, error_r) < 0)
+		goto fail;
+	struct storage_options so = {
+		.dir = config_get_str(cfg, "data.dir"),
+		.block_cache_bytes = config_get_size(cfg, "storage.cache"),
+		.max_message_bytes = config_get_size(cfg, "storage.max_message"),
+	};
+	ns->st = storage_open(&so, error_r);
+	if (!ns->st)
+		goto fail;
+	/* Opening a shard reads its files: done once at start, before any
+	 * loop runs. */
+	for (uint32_t i = 0; i < ns->nshards; i++)
+		if (ns->owned[i] && !storage_shard_open(ns->st, i, true, error_r))
+			goto fail;
+	return ns;
+fail:
+	node_store_close(&ns);
+	return NULL;
+}
+
+void node_store_close(struct node_store **nsp)
+{
+	struct node_store *ns = *nsp;
+	if (!ns)
+		return;
+	*nsp = NULL;
+	storage_close(&ns->st);
+	free(ns->owned);
+	free(ns);
+}
+
+/* ---- the per-thread service -------------------------------------------- */
+
 struct node {
 	struct loop *loop;
+	struct node_store *ns;
 	char *id;
 	uint64_t started_ms;
 	struct rpc_server *rpc;
 	struct redis_client *redis;
 	struct heartbeat *hb;
 };
+
+/* Canonical address of a mailbox owner, with any +tag removed. Returns the
+ * shard, or -1 with a reason. */
+static int owner_of(struct node *n, const char *addr, char *out, size_t out_len,
+		    const char **why)
+{
+	struct buf c;
+	buf_init(&c, 256);
+	if (address_canonical(view_cstr(addr), &c, why) < 0) {
+		buf_cleanup(&c);
+		return -1;
+	}
+	struct view base, tag, local, domain;
+	address_split(buf_view(&c), &local, &domain);
+	if (address_subaddress(buf_view(&c), '+', &base, &tag))
+		snprintf(out, out_len, "%.*s@%.*s", (int)base.len, (const char *)base.ptr,
+			 (int)domain.len, (const char *)domain.ptr);
+	else
+		snprintf(out, out_len, "%.*s", (int)c.len, (const char *)c.data);
+	buf_cleanup(&c);
+	return (int)address_shard(view_cstr(out), n->ns->nshards);
+}
+
+static struct shard *local_shard(struct node *n, int shard)
+{
+	if (shard < 0 || (uint32_t)shard >= n->ns->nshards || !n->ns->owned[shard])
+		return NULL;
+	return storage_shard_get(n->ns->st, (uint32_t)shard);
+}
 
 static void handle_ping(struct rpc_call *call, const ProtobufCMessage *req, void *arg)
 {
@@ -48,15 +176,388 @@ static void handle_ping(struct rpc_call *call, const ProtobufCMessage *req, void
 	rpc_call_reply(call, &pong.base);
 }
 
+/* ---- Deliver ---------------------------------------------------------------- */
+
+struct deliver_job {
+	struct work w;
+	struct rpc_call *call;
+	struct node *n;
+	struct shard *sh;
+	const Mail__Rpc__DeliverRequest *req;
+	size_t nrcpt;
+	char (*owner)[256];        /* canonical owner per recipient */
+	int *target_of;            /* recipient -> target index, -1 = rejected early */
+	uint32_t *code;
+	const char **text;
+	struct deliver_target *targets;
+	size_t ntargets;
+	enum storage_status status;
+	const char *error;
+};
+
+static void deliver_run(struct work *w)
+{
+	struct deliver_job *j = container_of(w, struct deliver_job, w);
+	struct body_writer *bw = body_writer_new(j->sh);
+	const uint8_t *body = j->req->body.data;
+	size_t len = j->req->body.len;
+	for (size_t off = 0; off < len; off += 65536)
+		if (body_writer_add(bw, body + off, MIN((size_t)65536, len - off)) < 0)
+			break;
+	j->status = ST_OK;
+	if (j->ntargets &&
+	    store_deliver(j->sh, bw, j->req->received_ms, j->targets, j->ntargets, &j->status,
+			  &j->error) < 0 &&
+	    j->status == ST_OK)
+		j->status = ST_IO;
+	body_writer_free(&bw);
+}
+
+static void status_text(enum storage_status st, uint32_t *code, const char **text)
+{
+	switch (st) {
+	case ST_OK: *code = 250; *text = "2.0.0 stored"; break;
+	case ST_NOT_FOUND: *code = 550; *text = "5.1.1 no such mailbox"; break;
+	case ST_OVER_QUOTA: *code = 452; *text = "4.2.2 mailbox full"; break;
+	case ST_TOO_LARGE: *code = 552; *text = "5.3.4 message too big"; break;
+	case ST_INVALID: *code = 550; *text = "5.2.0 mailbox cannot take more messages"; break;
+	default: *code = 451; *text = "4.3.0 temporary storage failure"; break;
+	}
+}
+
+static void deliver_done(struct work *w)
+{
+	struct deliver_job *j = container_of(w, struct deliver_job, w);
+	Mail__Rpc__RecipientStatus *st = xcalloc(j->nrcpt, sizeof(*st));
+	Mail__Rpc__RecipientStatus **stp = xcalloc(j->nrcpt, sizeof(*stp));
+	for (size_t i = 0; i < j->nrcpt; i++) {
+		mail__rpc__recipient_status__init(&st[i]);
+		st[i].recipient = j->req->recipients[i];
+		int t = j->target_of[i];
+		if (t >= 0) {
+			enum storage_status s = j->status == ST_OK ? j->targets[t].status_r : j->status;
+			status_text(s, &j->code[i], &j->text[i]);
+		}
+		st[i].code = j->code[i];
+		st[i].text = (char *)j->text[i];
+		stp[i] = &st[i];
+	}
+	if (j->status != ST_OK)
+		LOG_WARN("node", rpc_call_conn_id(j->call), "deliver_failed",
+			 "shard=%u status=%s reason=\"%s\"", shard_id(j->sh),
+			 storage_status_str(j->status), j->error ? j->error : "");
+	Mail__Rpc__DeliverReply rep = MAIL__RPC__DELIVER_REPLY__INIT;
+	rep.n_statuses = j->nrcpt;
+	rep.statuses = stp;
+	rpc_call_reply(j->call, &rep.base);
+	free(st);
+	free(stp);
+	free(j->owner);
+	free(j->target_of);
+	free(j->code);
+	free(j->text);
+	free(j->targets);
+	free(j);
+}
+
+static void handle_deliver(struct rpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+	struct node *n = arg;
+	const Mail__Rpc__DeliverRequest *req = (const Mail__Rpc__DeliverRequest *)msg;
+	struct shard *sh = local_shard(n, (int)req->shard);
+	if (!sh) {
+		rpc_call_error(call, MAIL__RPC__ERROR_CODE__ERROR_NOT_PRIMARY,
+			       "shard not served by this node");
+		return;
+	}
+	if (req->n_recipients == 0 || req->n_recipients > 1000) {
+		rpc_call_error(call, MAIL__RPC__ERROR_CODE__ERROR_BAD_REQUEST, "1..1000 recipients");
+		return;
+	}
+	struct deliver_job *j = xcalloc(1, sizeof(*j));
+	j->call = call;
+	j->n = n;
+	j->sh = sh;
+	j->req = req;
+	j->nrcpt = req->n_recipients;
+	j->owner = xcalloc(j->nrcpt, sizeof(*j->owner));
+	j->target_of = xcalloc(j->nrcpt, sizeof(int));
+	j->code = xcalloc(j->nrcpt, sizeof(uint32_t));
+	j->text = xcalloc(j->nrcpt, sizeof(char *));
+	j->targets = xcalloc(j->nrcpt, sizeof(*j->targets));
+	for (size_t i = 0; i < j->nrcpt; i++) {
+		const char *why = NULL;
+		int shard = owner_of(n, req->recipients[i], j->owner[i], sizeof(j->owner[i]), &why);
+		j->target_of[i] = -1;
+		if (shard < 0) {
+			j->code[i] = 501;
+			j->text[i] = "5.1.3 bad recipient address";
+			continue;
+		}
+		if ((uint32_t)shard != req->shard) {
+			j->code[i] = 451;
+			j->text[i] = "4.3.0 recipient belongs to another shard";
+			continue;
+		}
+		/* Duplicate recipients (after +tag removal) get one copy. */
+		for (size_t k = 0; k < i; k++) {
+			if (j->target_of[k] >= 0 && strcmp(j->owner[k], j->owner[i]) == 0) {
+				j->target_of[i] = j->target_of[k];
+				break;
+			}
+		}
+		if (j->target_of[i] >= 0)
+			continue;
+		j->targets[j->ntargets].user = j->owner[i];
+		j->target_of[i] = (int)j->ntargets++;
+	}
+	loop_post_work(n->loop, &j->w, deliver_run, deliver_done);
+}
+
+/* ---- Auth --------------------------------------------------------------------- */
+
+struct auth_job {
+	struct work w;
+	struct rpc_call *call;
+	struct shard *sh;
+	char user[256];
+	int shard;
+	char *password;
+	size_t password_len;
+	bool ok;
+	bool failed; /* storage error: not the same as a wrong password */
+};
+
+static void auth_run(struct work *w)
+{
+	struct auth_job *j = container_of(w, struct auth_job, w);
+	struct user_info u;
+	enum storage_status st = ST_OK;
+	const char *err = NULL;
+	bool known = j->sh && store_user_get(j->sh, j->user, &u, &st, &err) == 0 && u.enabled &&
+		     u.pwhash[0];
+	if (!known && st != ST_OK && st != ST_NOT_FOUND)
+		j->failed = true;
+	/* Unknown users cost the same time as known ones. */
+	if (known)
+		j->ok = pwhash_verify(u.pwhash, j->password, j->password_len) == 1;
+	else
+		pwhash_dummy_verify(j->password, j->password_len);
+	if (known)
+		OPENSSL_cleanse(u.pwhash, sizeof(u.pwhash));
+}
+
+static void auth_done(struct work *w)
+{
+	struct auth_job *j = container_of(w, struct auth_job, w);
+	OPENSSL_cleanse(j->password, j->password_len);
+	free(j->password);
+	if (j->failed) {
+		rpc_call_error(j->call, MAIL__RPC__ERROR_CODE__ERROR_UNAVAILABLE, "storage error");
+	} else {
+		Mail__Rpc__AuthReply rep = MAIL__RPC__AUTH_REPLY__INIT;
+		rep.ok = j->ok;
+		rep.user = j->ok ? j->user : "";
+		rep.shard = j->ok ? (uint32_t)j->shard : 0;
+		rpc_call_reply(j->call, &rep.base);
+	}
+	free(j);
+}
+
+static void handle_auth(struct rpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+	struct node *n = arg;
+	const Mail__Rpc__AuthRequest *req = (const Mail__Rpc__AuthRequest *)msg;
+	struct auth_job *j = xcalloc(1, sizeof(*j));
+	j->call = call;
+	const char *why = NULL;
+	j->shard = owner_of(n, req->user, j->user, sizeof(j->user), &why);
+	j->sh = j->shard >= 0 ? local_shard(n, j->shard) : NULL;
+	if (j->shard >= 0 && !j->sh) {
+		free(j);
+		rpc_call_error(call, MAIL__RPC__ERROR_CODE__ERROR_NOT_PRIMARY,
+			       "user's shard not served by this node");
+		return;
+	}
+	j->password_len = strlen(req->password);
+	j->password = xmalloc(j->password_len + 1);
+	memcpy(j->password, req->password, j->password_len + 1);
+	loop_post_work(n->loop, &j->w, auth_run, auth_done);
+}
+
+/* ---- admin: users and mailboxes ------------------------------------------ */
+
+struct admin_job {
+	struct work w;
+	struct rpc_call *call;
+	struct shard *sh;
+	uint16_t method;
+	char user[256];
+	int shard;
+	char *password;
+	uint64_t quota;
+	struct user_info info;
+	struct mailbox_info *boxes;
+	size_t nboxes;
+	enum storage_status st;
+	const char *error;
+	char error_copy[200];
+	int rc;
+};
+
+static void admin_run(struct work *w)
+{
+	struct admin_job *j = container_of(w, struct admin_job, w);
+	j->st = ST_OK;
+	j->rc = 0;
+	if (j->method == RPC_METHOD_USER_ADD) {
+		char hash[PWHASH_ENCODED_MAX] = "";
+		if (j->password && j->password[0] &&
+		    pwhash_create(j->password, strlen(j->password), NULL, hash, sizeof(hash),
+				  &j->error) < 0) {
+			j->rc = -1;
+			j->st = ST_INVALID;
+		}
+		if (j->rc == 0)
+			j->rc = store_user_create(j->sh, j->user, hash, j->quota, &j->st, &j->error);
+	}
+	if (j->rc == 0 && (j->method == RPC_METHOD_USER_ADD || j->method == RPC_METHOD_USER_GET))
+		j->rc = store_user_get(j->sh, j->user, &j->info, &j->st, &j->error);
+	if (j->rc == 0 && j->method == RPC_METHOD_MAILBOX_LIST) {
+		enum storage_status st2;
+		j->rc = store_user_get(j->sh, j->user, &j->info, &st2, &j->error);
+		if (j->rc < 0)
+			j->st = st2;
+		else
+			j->rc = store_mailbox_list(j->sh, j->user, &j->boxes, &j->nboxes, &j->error);
+	}
+	if (j->rc < 0 && j->error)
+		snprintf(j->error_copy, sizeof(j->error_copy), "%s", j->error);
+}
+
+static uint32_t error_code_of(enum storage_status st)
+{
+	switch (st) {
+	case ST_NOT_FOUND:
+	case ST_EXISTS:
+	case ST_INVALID:
+		return MAIL__RPC__ERROR_CODE__ERROR_BAD_REQUEST;
+	default:
+		return MAIL__RPC__ERROR_CODE__ERROR_INTERNAL;
+	}
+}
+
+static void admin_done(struct work *w)
+{
+	struct admin_job *j = container_of(w, struct admin_job, w);
+	if (j->password) {
+		OPENSSL_cleanse(j->password, strlen(j->password));
+		free(j->password);
+	}
+	if (j->rc < 0) {
+		char msg[260];
+		snprintf(msg, sizeof(msg), "%s: %s", storage_status_str(j->st), j->error_copy);
+		rpc_call_error(j->call, error_code_of(j->st), msg);
+	} else if (j->method == RPC_METHOD_MAILBOX_LIST) {
+		Mail__Rpc__MailboxEntry *e = xcalloc(j->nboxes ? j->nboxes : 1, sizeof(*e));
+		Mail__Rpc__MailboxEntry **ep = xcalloc(j->nboxes ? j->nboxes : 1, sizeof(*ep));
+		for (size_t i = 0; i < j->nboxes; i++) {
+			struct mailbox_info *b = &j->boxes[i];
+			mail__rpc__mailbox_entry__init(&e[i]);
+			e[i].name = b->name;
+			e[i].uidvalidity = b->uidvalidity;
+			e[i].uidnext = b->uidnext;
+			e[i].highestmodseq = b->highestmodseq;
+			e[i].messages = b->messages;
+			e[i].unseen = b->unseen;
+			e[i].size = b->size;
+			e[i].special_use = b->special_use;
+			e[i].subscribed = b->subscribed;
+			ep[i] = &e[i];
+		}
+		Mail__Rpc__MailboxList rep = MAIL__RPC__MAILBOX_LIST__INIT;
+		rep.n_mailboxes = j->nboxes;
+		rep.mailboxes = ep;
+		rpc_call_reply(j->call, &rep.base);
+		free(e);
+		free(ep);
+	} else {
+		Mail__Rpc__UserInfo rep = MAIL__RPC__USER_INFO__INIT;
+		rep.user = j->info.address;
+		rep.shard = (uint32_t)j->shard;
+		rep.quota_bytes = j->info.quota_bytes;
+		rep.used_bytes = j->info.used_bytes;
+		rep.used_messages = j->info.used_messages;
+		rep.enabled = j->info.enabled;
+		rep.created_ms = j->info.created_ms;
+		rpc_call_reply(j->call, &rep.base);
+	}
+	free(j->boxes);
+	free(j);
+}
+
+static void handle_admin(struct rpc_call *call, const ProtobufCMessage *msg, uint16_t method,
+			 const char *user, void *arg)
+{
+	struct node *n = arg;
+	struct admin_job *j = xcalloc(1, sizeof(*j));
+	j->call = call;
+	j->method = method;
+	const char *why = NULL;
+	j->shard = owner_of(n, user, j->user, sizeof(j->user), &why);
+	if (j->shard < 0) {
+		free(j);
+		rpc_call_error(call, MAIL__RPC__ERROR_CODE__ERROR_BAD_REQUEST, why ? why : "bad address");
+		return;
+	}
+	j->sh = local_shard(n, j->shard);
+	if (!j->sh) {
+		free(j);
+		rpc_call_error(call, MAIL__RPC__ERROR_CODE__ERROR_NOT_PRIMARY,
+			       "user's shard not served by this node");
+		return;
+	}
+	if (method == RPC_METHOD_USER_ADD) {
+		const Mail__Rpc__UserAddRequest *r = (const Mail__Rpc__UserAddRequest *)msg;
+		j->password = xstrdup(r->password);
+		j->quota = r->quota_bytes;
+	}
+	loop_post_work(n->loop, &j->w, admin_run, admin_done);
+}
+
+static void handle_user_add(struct rpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+	handle_admin(call, msg, RPC_METHOD_USER_ADD,
+		     ((const Mail__Rpc__UserAddRequest *)msg)->user, arg);
+}
+
+static void handle_user_get(struct rpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+	handle_admin(call, msg, RPC_METHOD_USER_GET, ((const Mail__Rpc__UserRequest *)msg)->user,
+		     arg);
+}
+
+static void handle_mailbox_list(struct rpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+	handle_admin(call, msg, RPC_METHOD_MAILBOX_LIST,
+		     ((const Mail__Rpc__UserRequest *)msg)->user, arg);
+}
+
 static const struct rpc_method_handler node_handlers[] = {
 	{ RPC_METHOD_PING, handle_ping },
+	{ RPC_METHOD_DELIVER, handle_deliver },
+	{ RPC_METHOD_AUTH, handle_auth },
+	{ RPC_METHOD_USER_ADD, handle_user_add },
+	{ RPC_METHOD_USER_GET, handle_user_get },
+	{ RPC_METHOD_MAILBOX_LIST, handle_mailbox_list },
 };
 
 struct node *node_new(struct loop *l, const struct config *cfg, struct tls_server *tls,
-		      bool primary, const char **error_r)
+		      struct node_store *ns, bool primary, const char **error_r)
 {
 	struct node *n = xcalloc(1, sizeof(*n));
 	n->loop = l;
+	n->ns = ns;
 	n->id = xstrdup(config_get_str(cfg, "node.id"));
 	n->started_ms = time_mono_ms();
 	bool rpc_tls = config_get_bool(cfg, "rpc.tls");
@@ -96,15 +597,16 @@ struct node *node_new(struct loop *l, const struct config *cfg, struct tls_serve
 			int hl = colon ? (int)(colon - listen) : (int)strlen(listen);
 			snprintf(addr, sizeof(addr), "%.*s:%u", hl, listen, rpc_server_port(n->rpc));
 		}
-		char info[256];
-		snprintf(info, sizeof(info), "addr=%s pid=%d tls=%d", addr, (int)getpid(),
-			 rpc_tls ? 1 : 0);
+		char info[512];
+		snprintf(info, sizeof(info), "addr=%s pid=%d tls=%d nshards=%u shards=%s", addr,
+			 (int)getpid(), rpc_tls ? 1 : 0, ns->nshards, ns->shards_spec);
 		n->hb = heartbeat_start(l, n->redis, "node", n->id, info,
 					(uint32_t)config_get_duration_ms(cfg, "heartbeat.interval"),
 					(uint32_t)config_get_duration_ms(cfg, "heartbeat.ttl"));
 	}
-	LOG_INFO("node", 0, "rpc_listening", "id=%s port=%u redis=%s", n->id,
-		 rpc_server_port(n->rpc), url && primary ? "on" : "off");
+	if (primary)
+		LOG_INFO("node", 0, "rpc_listening", "id=%s port=%u shards=%s/%u redis=%s", n->id,
+			 rpc_server_port(n->rpc), ns->shards_spec, ns->nshards, url ? "on" : "off");
 	return n;
 }
 

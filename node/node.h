@@ -1,6 +1,6 @@
-/* The storage node service: RPC API (Ping today; Deliver, Auth,
- * OpenSession and admin calls come with the node issue) and the node's
- * membership heartbeat in Redis. */
+/* The storage node service: the RPC API (Ping, Deliver, Auth, user and
+ * mailbox admin calls; OpenSession and IMAP/POP3 come with the node issue),
+ * the shards it owns, and its membership heartbeat in Redis. */
 #ifndef NODE_NODE_H
 #define NODE_NODE_H
 
@@ -11,13 +11,20 @@
 struct loop;
 struct tls_server;
 struct node;
+struct node_store;
 
 extern const struct config_def node_config_defs[];
 extern const size_t node_config_defs_len;
 
-/* One per loop thread; thread 0 (primary) also keeps the heartbeat. */
+/* The storage of the process: opens DATA and every shard this node owns
+ * (shards.local of shards.count). Blocking: call before the loops run. */
+struct node_store *node_store_open(const struct config *cfg, const char **error_r);
+void node_store_close(struct node_store **ns);
+
+/* One per loop thread, sharing ns; thread 0 (primary) also keeps the
+ * heartbeat. Storage work runs on the worker pool. */
 struct node *node_new(struct loop *l, const struct config *cfg, struct tls_server *tls,
-		      bool primary, const char **error_r);
+		      struct node_store *ns, bool primary, const char **error_r);
 uint16_t node_rpc_port(const struct node *n);
 /* SIGTERM: leave the membership at once, keep serving in-flight calls. */
 void node_drain(struct node *n);

@@ -209,6 +209,12 @@ static const struct rpc_method_info rpc_methods[] = {
 	{ RPC_METHOD_REPLICATE, "replicate",
 	  &mail__rpc__replicate_batch__descriptor,
 	  &mail__rpc__replicate_ack__descriptor },
+	{ RPC_METHOD_USER_ADD, "user_add", &mail__rpc__user_add_request__descriptor,
+	  &mail__rpc__user_info__descriptor },
+	{ RPC_METHOD_USER_GET, "user_get", &mail__rpc__user_request__descriptor,
+	  &mail__rpc__user_info__descriptor },
+	{ RPC_METHOD_MAILBOX_LIST, "mailbox_list", &mail__rpc__user_request__descriptor,
+	  &mail__rpc__mailbox_list__descriptor },
 };
 
 const struct rpc_method_info *rpc_method_get(uint16_t method)

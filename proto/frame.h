@@ -66,6 +66,9 @@ enum rpc_method {
 	RPC_METHOD_AUTH = 3,         /* AuthRequest -> AuthReply */
 	RPC_METHOD_OPEN_SESSION = 4, /* OpenSession -> empty; SESSION_DATA */
 	RPC_METHOD_REPLICATE = 5,    /* ReplicateBatch -> ReplicateAck */
+	RPC_METHOD_USER_ADD = 6,     /* UserAddRequest -> UserInfo */
+	RPC_METHOD_USER_GET = 7,     /* UserRequest -> UserInfo */
+	RPC_METHOD_MAILBOX_LIST = 8, /* UserRequest -> MailboxList */
 };
 
 /* Bytes of u32 length + u8 kind + u64 req_id. */

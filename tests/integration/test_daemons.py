@@ -64,6 +64,7 @@ def run(t):
     # --- mailnode + mailproxy --------------------------------------------
     nport, mport, pmport = free_port(), free_port(), free_port()
     n = t.daemon("node", [node, "--set", "node.id=n1", "--set", f"rpc.listen=127.0.0.1:{nport}",
+                          "--set", f"data.dir={t.scratch / 'node-data'}", "--set", "shards.count=16",
                           "--set", f"metrics.listen=127.0.0.1:{mport}", "--set",
                           f"redis.url={url}", "--set", "threads=2", "--set",
                           "heartbeat.interval=200ms"])
@@ -98,6 +99,32 @@ def run(t):
                                                  if k != "REDIS_URL"})
     t.check(rc == 2 and "REDIS_URL" in err, "mailctl without a cluster says how to name one",
             err)
+
+    # Users, delivery and mailboxes through the node's storage.
+    env = dict(os.environ, REDIS_URL=url)
+    rc, out, err = mt.run([ctl, "user", "add", "Alice@Example.TEST", "--quota", "100000"],
+                          env=env, timeout=30)
+    m = re.search(r"password (\S+)", out)
+    t.check(rc == 0 and "user alice@example.test" in out and m,
+            "mailctl user add: canonical address, generated password printed", out + err)
+    rc, out, err = mt.run([ctl, "user", "add", "alice@example.test"], env=env, timeout=30)
+    t.check(rc == 1 and "exists" in err, "adding the same user twice is refused", out + err)
+    msg = "From: bob@example.test\r\nSubject: test\r\n\r\nhello\r\n"
+    rc, out, err = mt.run([ctl, "deliver", "alice@example.test", "alice+news@example.test",
+                           "nobody@example.test"], stdin=msg, env=env, timeout=30)
+    t.check(rc == 1 and "alice@example.test: 250" in out and "alice+news@example.test: 250" in out
+            and "nobody@example.test: 550" in out,
+            "mailctl deliver: per-recipient status (stored, +tag stored, unknown 550)", out + err)
+    rc, out, err = mt.run([ctl, "--json", "mailbox", "list", "alice@example.test"], env=env)
+    inbox = [line for line in out.splitlines() if '"name":"INBOX"' in line]
+    t.check(rc == 0 and inbox and '"messages":2' in inbox[0] and '"unseen":2' in inbox[0] and
+            all(f'"name":"{b}"' in out for b in ("Sent", "Drafts", "Trash", "Junk", "Archive")),
+            "mailbox list: INBOX holds both deliveries, special-use mailboxes exist", out + err)
+    big = "Subject: big\r\n\r\n" + "x" * 120000 + "\r\n"
+    rc, out, err = mt.run([ctl, "deliver", "alice@example.test"], stdin=big, env=env, timeout=30)
+    t.check(rc == 1 and "452 4.2.2" in out, "over quota: 452 4.2.2 for that recipient", out + err)
+    rc, out, err = mt.run([ctl, "--json", "user", "show", "alice@example.test"], env=env)
+    t.check(rc == 0 and '"used_messages":2' in out, "user show: usage counted", out + err)
 
     # Prometheus metrics over HTTP, read with curl.
     rc, out, err = mt.run([curl, "-sS", "-i", f"http://127.0.0.1:{mport}/metrics"])
@@ -165,8 +192,13 @@ def run(t):
     if envfile.exists():
         kv = dict(line.split("=", 1) for line in envfile.read_text().splitlines() if "=" in line)
     t.check(kv.get("REDIS_URL") == f"redis://127.0.0.1:{base + 379}/0" and
-            kv.get("IMAP_PORT") == str(base + 143) and os.path.exists(kv.get("CA_FILE", "")),
-            "cluster.env names Redis, ports and the CA", str(kv))
+            kv.get("IMAP_PORT") == str(base + 143) and os.path.exists(kv.get("CA_FILE", "")) and
+            kv.get("DEMO_USER") == "demo@example.test" and len(kv.get("DEMO_PASSWORD", "")) >= 12,
+            "cluster.env names Redis, ports, the CA and the demo user", str(kv))
+    rc, out, err = mt.run([ctl, "--json", "mailbox", "list", "demo@example.test"],
+                          env=dict(os.environ, REDIS_URL=kv.get("REDIS_URL", "")))
+    t.check(rc == 0 and '"name":"INBOX"' in out and '"messages":1' in out,
+            "the demo user exists with a welcome message in INBOX", out + err)
     rc, out, err = mt.run(["python3", lc, "up", "--dir", cdir], timeout=60, env=env)
     t.check(rc == 0, "local-cluster up twice is safe", out + err)
     rc, out, err = mt.run(["python3", lc, "stop-node", "2", "--dir", cdir], timeout=30)
