@@ -34,6 +34,7 @@ static void usage(FILE *out)
 		"                    without --password (or MAILCTL_PASSWORD) one is generated\n"
 		"                    and printed\n"
 		"  user show ADDRESS quota, usage, shard\n"
+		"  auth ADDRESS      check a password (stdin or MAILCTL_PASSWORD) as a login would\n"
 		"  mailbox list ADDRESS\n"
 		"                    mailboxes with UIDVALIDITY, UIDNEXT, counts\n"
 		"  deliver ADDRESS... < MESSAGE\n"
@@ -527,6 +528,46 @@ static int cmd_user(struct ctl *c, int argc, char **argv)
 	return 2;
 }
 
+/* Check a password the way the proxy will (AUTH RPC to the user's node). */
+static int cmd_auth(struct ctl *c, int argc, char **argv)
+{
+	if (argc < 1) {
+		usage(stderr);
+		return 2;
+	}
+	struct node_ref ref;
+	int r = find_node(c, argv[0], &ref);
+	if (r)
+		return r;
+	char line[1024];
+	const char *password = getenv("MAILCTL_PASSWORD");
+	if (!password) {
+		if (!fgets(line, sizeof(line), stdin)) {
+			fprintf(stderr, "mailctl: auth: give the password on stdin or in MAILCTL_PASSWORD\n");
+			return 2;
+		}
+		line[strcspn(line, "\r\n")] = '\0';
+		password = line;
+	}
+	Mail__Rpc__AuthRequest req = MAIL__RPC__AUTH_REQUEST__INIT;
+	req.user = argv[0];
+	req.password = (char *)password;
+	req.protocol = MAIL__RPC__PROTOCOL__PROTOCOL_IMAP;
+	req.client_address = "mailctl";
+	struct call_wait w;
+	uint64_t t0 = time_mono_ns();
+	r = call_node(c, ref.addr, RPC_METHOD_AUTH, &req.base, 10000, &w);
+	explicit_bzero(line, sizeof(line));
+	if (r)
+		return 1;
+	const Mail__Rpc__AuthReply *rep = (const Mail__Rpc__AuthReply *)w.reply;
+	printf("%s %s (%.0f ms)\n", rep->ok ? "ok" : "denied", rep->ok ? rep->user : argv[0],
+	       (double)(time_mono_ns() - t0) / 1e6);
+	int status = rep->ok ? 0 : 1;
+	protobuf_c_message_free_unpacked(w.reply, NULL);
+	return status;
+}
+
 static int cmd_mailbox(struct ctl *c, int argc, char **argv)
 {
 	if (argc < 2 || strcmp(argv[0], "list") != 0) {
@@ -661,6 +702,8 @@ int ctl_main(int argc, char **argv)
 		rc = cmd_ping(&c, argc - optind - 1, argv + optind + 1);
 	} else if (strcmp(cmd, "user") == 0) {
 		rc = cmd_user(&c, argc - optind - 1, argv + optind + 1);
+	} else if (strcmp(cmd, "auth") == 0) {
+		rc = cmd_auth(&c, argc - optind - 1, argv + optind + 1);
 	} else if (strcmp(cmd, "mailbox") == 0) {
 		rc = cmd_mailbox(&c, argc - optind - 1, argv + optind + 1);
 	} else if (strcmp(cmd, "deliver") == 0) {

@@ -107,6 +107,18 @@ def run(t):
     m = re.search(r"password (\S+)", out)
     t.check(rc == 0 and "user alice@example.test" in out and m,
             "mailctl user add: canonical address, generated password printed", out + err)
+    pw = m.group(1) if m else ""
+    rc, out, err = mt.run([ctl, "auth", "alice+x@Example.test"], stdin=pw + "\n", env=env,
+                          timeout=30)
+    t.check(rc == 0 and out.startswith("ok alice@example.test"),
+            "auth with the right password (sub-address, any case)", out + err)
+    rc, out, err = mt.run([ctl, "auth", "alice@example.test"], stdin="wrong\n", env=env,
+                          timeout=30)
+    t.check(rc == 1 and out.startswith("denied"), "auth with a wrong password is denied", out + err)
+    rc, out, err = mt.run([ctl, "auth", "nobody@example.test"], stdin=pw + "\n", env=env,
+                          timeout=30)
+    t.check(rc == 1 and out.startswith("denied"), "auth of an unknown user is denied the same way",
+            out + err)
     rc, out, err = mt.run([ctl, "user", "add", "alice@example.test"], env=env, timeout=30)
     t.check(rc == 1 and "exists" in err, "adding the same user twice is refused", out + err)
     msg = "From: bob@example.test\r\nSubject: test\r\n\r\nhello\r\n"
