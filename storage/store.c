@@ -54,6 +54,8 @@ struct shard {
 	uint64_t group_done; /* every group <= this one is written (or failed) */
 	bool leader;
 	unsigned savepoint_ops; /* pending_ops when this operation began */
+	unsigned begin_waiters; /* writers waiting for a group write to end */
+	bool quiescing;         /* an operation scans the DB: writers wait */
 	bool broken;          /* a WAL write failed: refuse writes */
 	uint64_t broken_from; /* first failed group */
 };
@@ -300,13 +302,30 @@ const char *shard_dir(const struct shard *sh) { return sh->dir; }
 
 /* ---- group commit --------------------------------------------------------- */
 
+/* Invariants (mu held):
+ * - While a group is being written (leader), no writer computes: the
+ *   group's changes are neither in `pending` nor yet in the DB, so a read
+ *   then would be stale. Writers that arrive meanwhile wait in sh_begin
+ *   (begin_waiters).
+ * - When the write completes they all compute in turn, and the leadership
+ *   of the next group goes to the last of them (a writer whose changes are
+ *   pending waits while begin_waiters > 0), so one fsync covers everyone
+ *   who queued during the previous one: group commit.
+ * - A quiescing operation (one that scans the DB) keeps new writers out
+ *   until it ends, and leads its own commit. */
+
+static void sh_wake(struct shard *sh)
+{
+	pthread_cond_broadcast(&sh->cv);
+}
+
 /* Called with sh->mu held; returns with it held. Makes every change added
  * to the pending group up to now durable. Returns 0 or -1 (WAL write
  * failed for that group). */
 static int sh_commit_upto(struct shard *sh, uint64_t my_group, const char **error_r)
 {
 	while (sh->group_done < my_group) {
-		if (sh->leader) {
+		if (sh->leader || (sh->begin_waiters > 0 && !sh->quiescing)) {
 			pthread_cond_wait(&sh->cv, &sh->mu);
 			continue;
 		}
@@ -333,7 +352,7 @@ static int sh_commit_upto(struct shard *sh, uint64_t my_group, const char **erro
 		}
 		sh->group_done = gid;
 		sh->leader = false;
-		pthread_cond_broadcast(&sh->cv);
+		sh_wake(sh);
 	}
 	if (sh->broken && my_group >= sh->broken_from) {
 		if (error_r)
@@ -351,13 +370,14 @@ static void sh_savepoint(struct shard *sh)
 	sh->savepoint_ops = sh->pending_ops;
 }
 
-/* Let everything pending commit, so the DB alone is current (mu held).
- * Only before the operation has written anything. */
+/* Make the DB alone current and keep it so until this operation ends
+ * (mu held; only before the operation has written anything). */
 static int sh_quiesce(struct shard *sh, const char **error_r)
 {
-	if (sh->pending_ops == 0 && !sh->leader)
-		return 0;
-	int r = sh_commit_upto(sh, sh->group_open, error_r);
+	sh->quiescing = true;
+	int r = 0;
+	if (sh->pending_ops || sh->leader)
+		r = sh_commit_upto(sh, sh->group_open, error_r);
 	sh_savepoint(sh);
 	return r;
 }
@@ -365,6 +385,13 @@ static int sh_quiesce(struct shard *sh, const char **error_r)
 static int sh_begin(struct shard *sh, enum storage_status *status_r, const char **error_r)
 {
 	pthread_mutex_lock(&sh->mu);
+	if (sh->leader || sh->quiescing) {
+		sh->begin_waiters++;
+		while (sh->leader || sh->quiescing)
+			pthread_cond_wait(&sh->cv, &sh->mu);
+		if (--sh->begin_waiters == 0)
+			sh_wake(sh);
+	}
 	if (sh->broken) {
 		pthread_mutex_unlock(&sh->mu);
 		return fail(error_r, status_r, ST_IO,
@@ -372,6 +399,15 @@ static int sh_begin(struct shard *sh, enum storage_status *status_r, const char 
 	}
 	sh_savepoint(sh);
 	return 0;
+}
+
+static void sh_unlock(struct shard *sh)
+{
+	if (sh->quiescing) {
+		sh->quiescing = false;
+		sh_wake(sh);
+	}
+	pthread_mutex_unlock(&sh->mu);
 }
 
 /* The operation failed: drop what it added and release the lock. */
@@ -389,7 +425,8 @@ static void sh_abort(struct shard *sh)
 		}
 		sh->pending_ops = sh->savepoint_ops;
 	}
-	pthread_mutex_unlock(&sh->mu);
+	sh_wake(sh); /* a writer may wait for this one to add its changes */
+	sh_unlock(sh);
 }
 
 /* Keep the message already in *error_r; set the status. */
@@ -412,7 +449,9 @@ static int sh_end(struct shard *sh, bool wrote, enum storage_status *status_r,
 			*status_r = ST_IO;
 		r = -1;
 	}
-	pthread_mutex_unlock(&sh->mu);
+	if (!wrote)
+		sh_wake(sh);
+	sh_unlock(sh);
 	return r;
 }
 
@@ -666,6 +705,7 @@ struct body_rec {
 	uint64_t refcount;
 	uint64_t size;
 	uint32_t nchunks;
+	uint32_t chunk_size; /* every chunk but the last has this size */
 	struct view mime; /* borrowed from the value */
 };
 
@@ -676,6 +716,7 @@ static void enc_body(struct buf *b, const struct body_rec *r)
 	put_u64(b, r->refcount);
 	put_u64(b, r->size);
 	put_u32(b, r->nchunks);
+	put_u32(b, r->chunk_size);
 	put_u32(b, (uint32_t)r->mime.len);
 	buf_append(b, r->mime.ptr, r->mime.len);
 }
@@ -689,6 +730,7 @@ static bool dec_body(struct view v, struct body_rec *r)
 	r->refcount = get_u64(&d);
 	r->size = get_u64(&d);
 	r->nchunks = get_u32(&d);
+	r->chunk_size = get_u32(&d);
 	uint32_t ml = get_u32(&d);
 	if (!dec_need(&d, ml))
 		return false;
@@ -1301,6 +1343,23 @@ out:
 	return ret;
 }
 
+static int drop_key(void *arg, struct view k, struct view v)
+{
+	UNUSED(v);
+	w_del(arg, k.ptr, k.len);
+	return 0;
+}
+
+/* Expunge log entries of a deleted mailbox are garbage (ids are never
+ * reused): delete them one by one (mu held, quiesced). */
+static int w_drop_expunge_log(struct shard *sh, uint64_t id, const char **error_r)
+{
+	uint8_t prefix[9];
+	prefix[0] = KEY_EXPUNGE;
+	be64(prefix + 1, id);
+	return scan_prefix(sh, prefix, 9, drop_key, sh, error_r);
+}
+
 int store_mailbox_delete(struct shard *sh, const char *user, const char *name,
 			 enum storage_status *status_r, const char **error_r)
 {
@@ -1328,18 +1387,63 @@ int store_mailbox_delete(struct shard *sh, const char *user, const char *name,
 	w_del(sh, k.b, k.len);
 	key_mailbox(&k, id);
 	w_del(sh, k.b, k.len);
-	/* Expunge log entries of a deleted mailbox are garbage: drop them. */
-	uint8_t lo[9], hi[9];
-	lo[0] = hi[0] = KEY_EXPUNGE;
-	be64(lo + 1, id);
-	be64(hi + 1, id + 1);
-	rocksdb_writebatch_wi_delete_range(sh->pending, (const char *)lo, 9, (const char *)hi, 9);
+	if (w_drop_expunge_log(sh, id, error_r) < 0)
+		goto io;
 	w_save_user(sh, &u);
 	set_ok(status_r);
 	return sh_end(sh, true, status_r, error_r);
 io:
 	sh_abort(sh);
 	return fail_io(error_r, status_r);
+}
+
+struct user_wipe {
+	struct shard *sh;
+	struct user_info *u;
+	const char **error_r;
+	int err;
+};
+
+static int wipe_user_mailbox(void *arg, struct view k, struct view v)
+{
+	struct user_wipe *uw = arg;
+	struct mbox_rec m;
+	if (v.len != 8 || w_load_mbox(uw->sh, rd64(v.ptr), &m, uw->error_r) != 1 ||
+	    w_wipe_mailbox(uw->sh, &m, uw->u, uw->error_r) < 0 ||
+	    w_drop_expunge_log(uw->sh, m.m.id, uw->error_r) < 0) {
+		uw->err = -1;
+		return 1;
+	}
+	struct key mk;
+	key_mailbox(&mk, m.m.id);
+	w_del(uw->sh, mk.b, mk.len);
+	w_del(uw->sh, k.ptr, k.len);
+	return 0;
+}
+
+int store_user_delete(struct shard *sh, const char *address, enum storage_status *status_r,
+		      const char **error_r)
+{
+	if (sh_begin(sh, status_r, error_r) < 0)
+		return -1;
+	struct user_info u;
+	int r = sh_quiesce(sh, error_r) < 0 ? -1 : w_load_user(sh, address, &u, error_r);
+	if (r != 1) {
+		sh_abort(sh);
+		return r < 0 ? fail_io(error_r, status_r)
+			     : fail(error_r, status_r, ST_NOT_FOUND, "no such user");
+	}
+	struct key k;
+	key_mbname(&k, address, "");
+	struct user_wipe uw = { .sh = sh, .u = &u, .error_r = error_r };
+	if (scan_prefix(sh, k.b, k.len, wipe_user_mailbox, &uw, error_r) < 0 || uw.err < 0) {
+		sh_abort(sh);
+		return fail_io(error_r, status_r);
+	}
+	key_user(&k, address);
+	w_del(sh, k.b, k.len);
+	set_ok(status_r);
+	return sh_end(sh, true, status_r, error_r);
 }
 
 int store_mailbox_subscribe(struct shard *sh, const char *user, const char *name, bool on,
@@ -1509,7 +1613,8 @@ int store_deliver(struct shard *sh, struct body_writer *bw, uint64_t internal_da
 		}
 		struct mbox_rec *m = NULL;
 		for (size_t j = 0; j < i; j++)
-			if (t[j].status_r == ST_OK && ts[j].mbox.user[0] && ts[j].mbox.m.id == mbid)
+			if (t[j].status_r == ST_OK && ts[j].mbox.user[0] && ts[j].mbox.m.id == mbid &&
+			    strcmp(ts[j].mbox.user, t[i].user) == 0)
 				m = &ts[j].mbox;
 		if (!m) {
 			int r = w_load_mbox(sh, mbid, &ts[i].mbox, error_r);
@@ -1578,6 +1683,7 @@ int store_deliver(struct shard *sh, struct body_writer *bw, uint64_t internal_da
 			}
 			br = (struct body_rec){ .refcount = ok, .size = bw->size,
 						.nchunks = (uint32_t)bw->nchunks,
+						.chunk_size = (uint32_t)bw->chunk_size,
 						.mime = buf_view(&mime) };
 			struct buf nv;
 			buf_init(&nv, 0);
@@ -1723,11 +1829,14 @@ int store_body_read(struct shard *sh, const uint8_t hash[32], uint64_t offset, u
 	if (offset >= br.size)
 		return 0;
 	uint64_t end = len == UINT64_MAX || len > br.size - offset ? br.size : offset + len;
-	/* Chunk sizes come from the data: a store opened later with another
-	 * body_chunk_bytes still reads old bodies. */
-	uint64_t pos = 0;
+	/* Start at the chunk holding `offset`: the chunk size is recorded per
+	 * body, so a store opened later with another body_chunk_bytes still
+	 * reads old bodies. */
+	uint64_t cs = br.chunk_size ? br.chunk_size : br.size;
+	uint32_t first = cs ? (uint32_t)(offset / cs) : 0;
+	uint64_t pos = (uint64_t)first * cs;
 	int ret = 0;
-	for (uint32_t i = 0; i < br.nchunks && pos < end && ret == 0; i++) {
+	for (uint32_t i = first; i < br.nchunks && pos < end && ret == 0; i++) {
 		struct key ck;
 		key_chunk(&ck, hash, i);
 		r = r_get(sh, ck.b, ck.len, &v, error_r);
@@ -2146,7 +2255,8 @@ int store_changes_since(struct shard *sh, uint64_t mailbox_id, uint64_t modseq,
 		rocksdb_iter_next(it);
 	}
 	rocksdb_iter_destroy(it);
-	qsort(vc.uids, vc.n, sizeof(uint32_t), cmp_u32);
+	if (vc.n)
+		qsort(vc.uids, vc.n, sizeof(uint32_t), cmp_u32);
 	*changed_r = c.list;
 	*n_changed_r = c.n;
 	*vanished_r = vc.uids;
@@ -2194,7 +2304,7 @@ int shard_updates_since(struct shard *sh, uint64_t after_seq,
 	return r;
 }
 
-int shard_apply_batch(struct shard *sh, struct view batch, const char **error_r)
+int shard_apply_batch(struct shard *sh, uint64_t seq, struct view batch, const char **error_r)
 {
 	if (batch.len < 12)
 		return fail(error_r, NULL, ST_INVALID, "write batch too short");
@@ -2202,8 +2312,22 @@ int shard_apply_batch(struct shard *sh, struct view batch, const char **error_r)
 	char *err = NULL;
 	pthread_mutex_lock(&sh->mu);
 	sh_quiesce(sh, error_r);
-	rocksdb_write(sh->db, sh->wo, wb, &err);
-	pthread_mutex_unlock(&sh->mu);
+	uint64_t latest = rocksdb_get_latest_sequence_number(sh->db);
+	uint32_t count = (uint32_t)rocksdb_writebatch_count(wb);
+	int skip = 0;
+	if (count && seq + count - 1 <= latest)
+		skip = 1; /* already applied (a replay after reconnect) */
+	else if (seq != latest + 1)
+		skip = -1;
+	if (skip == 0)
+		rocksdb_write(sh->db, sh->wo, wb, &err);
+	sh_unlock(sh);
+	if (skip < 0) {
+		rocksdb_writebatch_destroy(wb);
+		return fail(error_r, NULL, ST_INVALID,
+			    "batch at sequence %llu does not follow %llu (gap or overlap)",
+			    (unsigned long long)seq, (unsigned long long)latest);
+	}
 	rocksdb_writebatch_destroy(wb);
 	if (err)
 		return rocks_fail(error_r, NULL, err);
@@ -2219,7 +2343,7 @@ int shard_checkpoint(struct shard *sh, const char *dir, const char **error_r)
 	pthread_mutex_lock(&sh->mu);
 	sh_quiesce(sh, error_r);
 	rocksdb_checkpoint_create(cp, dir, 0, &err);
-	pthread_mutex_unlock(&sh->mu);
+	sh_unlock(sh);
 	rocksdb_checkpoint_object_destroy(cp);
 	if (err)
 		return rocks_fail(error_r, NULL, err);
@@ -2373,7 +2497,7 @@ long store_verify(struct shard *sh, void (*report)(void *arg, const char *line),
 	struct verify v = { .report = report, .arg = arg };
 	pthread_mutex_lock(&sh->mu);
 	int r = sh_quiesce(sh, error_r);
-	pthread_mutex_unlock(&sh->mu);
+	sh_unlock(sh);
 	if (r < 0 || shard_scan_all(sh, verify_collect, &v, error_r) < 0) {
 		v.bad = -1;
 		goto out;
@@ -2416,7 +2540,8 @@ long store_verify(struct shard *sh, void (*report)(void *arg, const char *line),
 	}
 	/* Bodies: reference counts equal the messages pointing at them; no
 	 * message points at a missing body; chunk count adds up. */
-	qsort(v.msgs, v.nmsgs, sizeof(*v.msgs), cmp_vmsg_hash);
+	if (v.nmsgs)
+		qsort(v.msgs, v.nmsgs, sizeof(*v.msgs), cmp_vmsg_hash);
 	uint64_t chunks = 0;
 	for (size_t i = 0; i < v.nbodies; i++) {
 		struct vbody *b = &v.bodies[i];

@@ -75,8 +75,12 @@ uint64_t shard_latest_seq(struct shard *sh);
 int shard_updates_since(struct shard *sh, uint64_t after_seq,
 			int (*fn)(void *arg, uint64_t seq, struct view batch), void *arg,
 			const char **error_r);
-/* Apply a batch shipped from the primary (replica side), durably. */
-int shard_apply_batch(struct shard *sh, struct view batch, const char **error_r);
+/* Apply a batch shipped from the primary (replica side), durably. seq is
+ * the batch's first sequence number (from shard_updates_since). A batch
+ * the replica already has is skipped (returns 0); one that does not follow
+ * the replica's latest sequence is refused (-1): the replica needs the
+ * missing batches or a checkpoint. */
+int shard_apply_batch(struct shard *sh, uint64_t seq, struct view batch, const char **error_r);
 /* A consistent checkpoint of the shard into dir (must not exist). */
 int shard_checkpoint(struct shard *sh, const char *dir, const char **error_r);
 /* Calls fn for every key/value of the shard, in key order (for
@@ -227,7 +231,8 @@ int store_uids(struct shard *sh, uint64_t mailbox_id, uint32_t **uids_r, size_t 
 	       const char **error_r);
 
 /* Read the body: calls fn with consecutive pieces of [offset, offset+len)
- * (len UINT64_MAX = to the end). */
+ * (len UINT64_MAX = to the end), reading only the chunks that overlap it.
+ * fn returning non-zero stops the read early; the call then returns 0. */
 int store_body_read(struct shard *sh, const uint8_t hash[32], uint64_t offset, uint64_t len,
 		    int (*fn)(void *arg, const uint8_t *p, size_t n), void *arg,
 		    const char **error_r);

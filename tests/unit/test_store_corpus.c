@@ -136,7 +136,7 @@ int main(void)
 			CHECK(same_as_golden(golden, &out));
 			/* S/MIME: the signature still verifies after the round trip. */
 			if (strstr(e->d_name, "smime") && system("openssl version >/dev/null 2>&1") == 0) {
-				char out_path[1200], cmd[4096];
+				char out_path[1400], cmd[4096];
 				snprintf(out_path, sizeof(out_path), "%s/%s.out", dir, e->d_name);
 				FILE *f = fopen(out_path, "wb");
 				CHECK(f && fwrite(back.data, 1, back.len, f) == back.len);
