@@ -500,6 +500,37 @@ static int r_get(struct shard *sh, const void *k, size_t kl, struct buf *out, co
 	return 1;
 }
 
+/* ---- raw key/value access --------------------------------------------- */
+
+int shard_kv_get(struct shard *sh, struct view key, struct buf *out, const char **error_r)
+{
+	return r_get(sh, key.ptr, key.len, out, error_r);
+}
+
+int shard_kv_write(struct shard *sh, const struct kv_op *ops, size_t n, const char **error_r)
+{
+	if (sh_begin(sh, NULL, error_r) < 0)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		if (ops[i].del)
+			w_del(sh, ops[i].key.ptr, ops[i].key.len);
+		else
+			w_put(sh, ops[i].key.ptr, ops[i].key.len, ops[i].value.ptr, ops[i].value.len);
+	}
+	return sh_end(sh, n > 0, NULL, error_r);
+}
+
+static int scan_prefix(struct shard *sh, const void *prefix, size_t plen,
+		       int (*fn)(void *arg, struct view k, struct view v), void *arg,
+		       const char **error_r);
+
+int shard_kv_scan(struct shard *sh, struct view prefix,
+		  int (*fn)(void *arg, struct view k, struct view v), void *arg,
+		  const char **error_r)
+{
+	return scan_prefix(sh, prefix.ptr, prefix.len, fn, arg, error_r);
+}
+
 /* ---- keys -------------------------------------------------------------- */
 
 struct key {

@@ -88,6 +88,23 @@ int shard_checkpoint(struct shard *sh, const char *dir, const char **error_r);
 int shard_scan_all(struct shard *sh, int (*fn)(void *arg, struct view k, struct view v),
 		   void *arg, const char **error_r);
 
+/* ---- raw key/value access (for modules with their own records, e.g. the
+ * directory; not for mailbox data) ---------------------------------------- */
+
+struct kv_op {
+	struct view key;
+	struct view value; /* ignored for deletes */
+	bool del;
+};
+/* Committed value of key: 1 found (out filled), 0 absent, -1 error. */
+int shard_kv_get(struct shard *sh, struct view key, struct buf *out, const char **error_r);
+/* Apply the operations as one atomic, durable batch (group commit). */
+int shard_kv_write(struct shard *sh, const struct kv_op *ops, size_t n, const char **error_r);
+/* Every key starting with prefix, in order; fn returning non-zero stops. */
+int shard_kv_scan(struct shard *sh, struct view prefix,
+		  int (*fn)(void *arg, struct view k, struct view v), void *arg,
+		  const char **error_r);
+
 /* ---- users ------------------------------------------------------------- */
 
 #define MAILBOX_NAME_MAX 512
