@@ -35,6 +35,11 @@ static void usage(FILE *out)
 		"                    and printed\n"
 		"  user show ADDRESS quota, usage, shard\n"
 		"  auth ADDRESS      check a password (stdin or MAILCTL_PASSWORD) as a login would\n"
+		"  domain add NAME | domain list\n"
+		"                    local domains (written to every live node)\n"
+		"  alias set ALIAS TARGET...\n"
+		"                    ALIAS is list@domain or the catch-all @domain\n"
+		"  resolve ADDRESS   final recipients of an address (aliases expanded)\n"
 		"  mailbox list ADDRESS\n"
 		"                    mailboxes with UIDVALIDITY, UIDNEXT, counts\n"
 		"  deliver ADDRESS... < MESSAGE\n"
@@ -568,6 +573,118 @@ static int cmd_auth(struct ctl *c, int argc, char **argv)
 	return status;
 }
 
+/* Addresses of every live node (or just --node). Returns the count. */
+static int live_nodes(struct ctl *c, char addrs[][128], int max)
+{
+	if (c->node) {
+		snprintf(addrs[0], 128, "%s", c->node);
+		return 1;
+	}
+	if (!c->redis_url) {
+		fprintf(stderr, "mailctl: no cluster given: use --redis URL, REDIS_URL or --node\n");
+		return -1;
+	}
+	const char *err = NULL;
+	struct redis_options ro = { .command_timeout_ms = c->timeout_ms,
+				    .connect_timeout_ms = c->timeout_ms };
+	struct redis_client *rc = redis_client_new(c->loop, c->redis_url, &ro, &err);
+	if (!rc) {
+		fprintf(stderr, "mailctl: %s\n", err);
+		return -1;
+	}
+	int n = 0;
+	struct wait_reply members;
+	if (redis_sync(c, rc, &members, "SMEMBERS %s", REGISTRY_NODES_SET) == 0 &&
+	    members.type == REDIS_REPLY_ARRAY) {
+		for (size_t i = 0; i < members.n && n < max; i++) {
+			if (!members.elems[i])
+				continue;
+			char key[160];
+			registry_member_key("node", members.elems[i], key, sizeof(key));
+			struct wait_reply info;
+			if (redis_sync(c, rc, &info, "GET %s", key) == 0 &&
+			    info.type == REDIS_REPLY_STRING &&
+			    registry_info_get(info.str, "addr", addrs[n], 128) == 0)
+				n++;
+			free_wait(&info);
+		}
+	}
+	free_wait(&members);
+	redis_client_free(&rc);
+	if (n == 0)
+		fprintf(stderr, "mailctl: no live node found\n");
+	return n;
+}
+
+/* Directory writes go to every live node (each keeps a copy until the
+ * directory is replicated); reads come from the first. */
+static int cmd_directory(struct ctl *c, const char *what, int argc, char **argv)
+{
+	char addrs[64][128];
+	int n = live_nodes(c, addrs, 64);
+	if (n <= 0)
+		return n < 0 ? 2 : 1;
+	struct call_wait w;
+	int status = 0;
+	if (strcmp(what, "domain") == 0 && argc >= 1 &&
+	    (strcmp(argv[0], "list") == 0 || (strcmp(argv[0], "add") == 0 && argc >= 2))) {
+		bool add = strcmp(argv[0], "add") == 0;
+		Mail__Rpc__DomainRequest req = MAIL__RPC__DOMAIN_REQUEST__INIT;
+		req.name = add ? argv[1] : "";
+		for (int i = 0; i < (add ? n : 1); i++) {
+			if (call_node(c, addrs[i], add ? RPC_METHOD_DOMAIN_ADD : RPC_METHOD_DOMAIN_LIST,
+				      &req.base, c->timeout_ms, &w)) {
+				status = 1;
+				continue;
+			}
+			const Mail__Rpc__DomainList *l = (const Mail__Rpc__DomainList *)w.reply;
+			if (i == 0)
+				for (size_t k = 0; k < l->n_names; k++)
+					printf("%s\n", l->names[k]);
+			protobuf_c_message_free_unpacked(w.reply, NULL);
+		}
+		return status;
+	}
+	if (strcmp(what, "alias") == 0 && argc >= 3 && strcmp(argv[0], "set") == 0) {
+		Mail__Rpc__AliasRequest req = MAIL__RPC__ALIAS_REQUEST__INIT;
+		req.alias = argv[1];
+		req.n_targets = (size_t)(argc - 2);
+		req.targets = argv + 2;
+		for (int i = 0; i < n; i++) {
+			if (call_node(c, addrs[i], RPC_METHOD_ALIAS_SET, &req.base, c->timeout_ms, &w)) {
+				status = 1;
+				continue;
+			}
+			const Mail__Rpc__AliasRequest *a = (const Mail__Rpc__AliasRequest *)w.reply;
+			if (i == 0) {
+				printf("%s ->", a->alias);
+				for (size_t k = 0; k < a->n_targets; k++)
+					printf(" %s", a->targets[k]);
+				printf("\n");
+			}
+			protobuf_c_message_free_unpacked(w.reply, NULL);
+		}
+		return status;
+	}
+	if (strcmp(what, "resolve") == 0 && argc >= 1) {
+		Mail__Rpc__UserRequest req = MAIL__RPC__USER_REQUEST__INIT;
+		req.user = argv[0];
+		if (call_node(c, addrs[0], RPC_METHOD_RESOLVE, &req.base, c->timeout_ms, &w))
+			return 1;
+		const Mail__Rpc__AliasRequest *a = (const Mail__Rpc__AliasRequest *)w.reply;
+		for (size_t k = 0; k < a->n_targets; k++)
+			printf("%s\n", a->targets[k]);
+		if (a->n_targets == 0) {
+			fprintf(stderr, "mailctl: %s: domain not local\n", argv[0]);
+			status = 1;
+		}
+		protobuf_c_message_free_unpacked(w.reply, NULL);
+		return status;
+	}
+	usage(stderr);
+	return 2;
+}
+
 static int cmd_mailbox(struct ctl *c, int argc, char **argv)
 {
 	if (argc < 2 || strcmp(argv[0], "list") != 0) {
@@ -602,6 +719,44 @@ static int cmd_mailbox(struct ctl *c, int argc, char **argv)
 	return 0;
 }
 
+/* Store body for one final recipient on its node and shard. */
+static int deliver_one(struct ctl *c, const char *asked, const char *rcpt, const struct buf *body)
+{
+	struct node_ref ref;
+	int r = find_node(c, rcpt, &ref);
+	if (r)
+		return r;
+	if (c->node && !ref.nshards) {
+		ref.nshards = 256;
+		ref.shard = (int)address_shard(view_cstr(ref.canonical), 256);
+	}
+	Mail__Rpc__DeliverRequest req = MAIL__RPC__DELIVER_REQUEST__INIT;
+	char *one = (char *)rcpt;
+	req.shard = (uint32_t)ref.shard;
+	req.sender = "";
+	req.n_recipients = 1;
+	req.recipients = &one;
+	req.body.data = body->data;
+	req.body.len = body->len;
+	req.received_ms = time_real_ms();
+	struct call_wait w;
+	if (call_node(c, ref.addr, RPC_METHOD_DELIVER, &req.base, 30000, &w))
+		return 1;
+	const Mail__Rpc__DeliverReply *rep = (const Mail__Rpc__DeliverReply *)w.reply;
+	int status = 0;
+	for (size_t k = 0; k < rep->n_statuses; k++) {
+		if (strcmp(asked, rep->statuses[k]->recipient) == 0)
+			printf("%s: %u %s\n", asked, rep->statuses[k]->code, rep->statuses[k]->text);
+		else
+			printf("%s (%s): %u %s\n", asked, rep->statuses[k]->recipient,
+			       rep->statuses[k]->code, rep->statuses[k]->text);
+		if (rep->statuses[k]->code / 100 != 2)
+			status = 1;
+	}
+	protobuf_c_message_free_unpacked(w.reply, NULL);
+	return status;
+}
+
 static int cmd_deliver(struct ctl *c, int argc, char **argv)
 {
 	if (argc < 1) {
@@ -619,41 +774,40 @@ static int cmd_deliver(struct ctl *c, int argc, char **argv)
 			return 2;
 		}
 	}
+	/* Each recipient is resolved (aliases) by a node; each final
+	 * recipient is then stored by its own node, on its own shard. */
+	char addrs[1][128];
+	int nlive = live_nodes(c, addrs, 1);
 	int status = 0;
-	/* One call per recipient: simple, and each lands on its own shard. */
 	for (int i = 0; i < argc; i++) {
-		struct node_ref ref;
-		int r = find_node(c, argv[i], &ref);
-		if (r) {
-			status = r;
-			continue;
+		char **finals = NULL;
+		size_t nfinal = 0;
+		if (nlive > 0) {
+			Mail__Rpc__UserRequest rq = MAIL__RPC__USER_REQUEST__INIT;
+			rq.user = argv[i];
+			struct call_wait rw;
+			if (call_node(c, addrs[0], RPC_METHOD_RESOLVE, &rq.base, c->timeout_ms, &rw) == 0) {
+				const Mail__Rpc__AliasRequest *a = (const Mail__Rpc__AliasRequest *)rw.reply;
+				nfinal = a->n_targets;
+				finals = xcalloc(nfinal + 1, sizeof(char *));
+				for (size_t k = 0; k < nfinal; k++)
+					finals[k] = xstrdup(a->targets[k]);
+				protobuf_c_message_free_unpacked(rw.reply, NULL);
+			}
 		}
-		if (c->node && !ref.nshards) {
-			ref.nshards = 256;
-			ref.shard = (int)address_shard(view_cstr(ref.canonical), 256);
+		if (nfinal == 0) {
+			/* Domain not in the directory (or no answer): as given. */
+			free(finals);
+			finals = xcalloc(2, sizeof(char *));
+			finals[0] = xstrdup(argv[i]);
+			nfinal = 1;
 		}
-		Mail__Rpc__DeliverRequest req = MAIL__RPC__DELIVER_REQUEST__INIT;
-		char *rcpt = argv[i];
-		req.shard = (uint32_t)ref.shard;
-		req.sender = "";
-		req.n_recipients = 1;
-		req.recipients = &rcpt;
-		req.body.data = body.data;
-		req.body.len = body.len;
-		req.received_ms = time_real_ms();
-		struct call_wait w;
-		if (call_node(c, ref.addr, RPC_METHOD_DELIVER, &req.base, 30000, &w)) {
-			status = 1;
-			continue;
-		}
-		const Mail__Rpc__DeliverReply *rep = (const Mail__Rpc__DeliverReply *)w.reply;
-		for (size_t k = 0; k < rep->n_statuses; k++) {
-			printf("%s: %u %s\n", rep->statuses[k]->recipient, rep->statuses[k]->code,
-			       rep->statuses[k]->text);
-			if (rep->statuses[k]->code / 100 != 2)
+		for (size_t f = 0; f < nfinal; f++) {
+			if (deliver_one(c, argv[i], finals[f], &body))
 				status = 1;
+			free(finals[f]);
 		}
-		protobuf_c_message_free_unpacked(w.reply, NULL);
+		free(finals);
 	}
 	buf_cleanup(&body);
 	return status;
@@ -702,6 +856,9 @@ int ctl_main(int argc, char **argv)
 		rc = cmd_ping(&c, argc - optind - 1, argv + optind + 1);
 	} else if (strcmp(cmd, "user") == 0) {
 		rc = cmd_user(&c, argc - optind - 1, argv + optind + 1);
+	} else if (strcmp(cmd, "domain") == 0 || strcmp(cmd, "alias") == 0 ||
+		   strcmp(cmd, "resolve") == 0) {
+		rc = cmd_directory(&c, cmd, argc - optind - 1, argv + optind + 1);
 	} else if (strcmp(cmd, "auth") == 0) {
 		rc = cmd_auth(&c, argc - optind - 1, argv + optind + 1);
 	} else if (strcmp(cmd, "mailbox") == 0) {

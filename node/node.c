@@ -14,6 +14,7 @@
 #include "proto/registry.h"
 #include "proto/rpc.h"
 #include "storage/address.h"
+#include "storage/directory.h"
 #include "storage/pwhash.h"
 #include "storage/store.h"
 
@@ -45,6 +46,7 @@ const size_t node_config_defs_len = ARRAY_LEN(node_config_defs);
 
 struct node_store {
 	struct storage *st;
+	struct shard *dir; /* domains and aliases */
 	uint32_t nshards;
 	uint8_t *owned; /* nshards bytes */
 	char shards_spec[256];
@@ -107,6 +109,9 @@ struct node_store *node_store_open(const struct config *cfg, const char **error_
 	for (uint32_t i = 0; i < ns->nshards; i++)
 		if (ns->owned[i] && !storage_shard_open(ns->st, i, true, error_r))
 			goto fail;
+	ns->dir = storage_shard_open(ns->st, DIRECTORY_SHARD, true, error_r);
+	if (!ns->dir)
+		goto fail;
 	return ns;
 fail:
 	node_store_close(&ns);
@@ -543,6 +548,152 @@ static void handle_mailbox_list(struct rpc_call *call, const ProtobufCMessage *m
 		     ((const Mail__Rpc__UserRequest *)msg)->user, arg);
 }
 
+/* ---- directory: domains and aliases ----------------------------------- */
+
+struct dir_job {
+	struct work w;
+	struct rpc_call *call;
+	struct shard *dir;
+	uint16_t method;
+	char name[300];
+	char **targets; /* ALIAS_SET input (copied), RESOLVE output */
+	size_t ntargets;
+	struct domain_info *domains;
+	size_t ndomains;
+	int rc;
+	enum storage_status st;
+	char error[200];
+};
+
+static void dir_run(struct work *w)
+{
+	struct dir_job *j = container_of(w, struct dir_job, w);
+	const char *err = NULL;
+	j->st = ST_OK;
+	switch (j->method) {
+	case RPC_METHOD_DOMAIN_ADD:
+		j->rc = directory_domain_add(j->dir, j->name, &j->st, &err);
+		if (j->rc < 0 && j->st == ST_EXISTS)
+			j->rc = 0; /* idempotent: adding twice is fine */
+		/* reply with the whole list */
+		if (j->rc == 0)
+			j->rc = directory_domain_list(j->dir, &j->domains, &j->ndomains, &err);
+		break;
+	case RPC_METHOD_DOMAIN_LIST:
+		j->rc = directory_domain_list(j->dir, &j->domains, &j->ndomains, &err);
+		break;
+	case RPC_METHOD_ALIAS_SET:
+		j->rc = directory_alias_set(j->dir, j->name, (const char *const *)j->targets,
+					    j->ntargets, &j->st, &err);
+		if (j->rc == 0) {
+			directory_free_list(&j->targets);
+			j->rc = directory_alias_get(j->dir, j->name, &j->targets, &err) < 0 ? -1 : 0;
+		}
+		break;
+	case RPC_METHOD_RESOLVE: {
+		char **old = j->targets;
+		j->targets = NULL;
+		directory_free_list(&old);
+		int n = directory_resolve(j->dir, j->name, &j->targets, &err);
+		j->rc = n < 0 ? -1 : 0;
+		break;
+	}
+	default:
+		j->rc = -1;
+		err = "unknown method";
+	}
+	if (j->rc < 0)
+		snprintf(j->error, sizeof(j->error), "%s", err ? err : "storage error");
+}
+
+static void dir_done(struct work *w)
+{
+	struct dir_job *j = container_of(w, struct dir_job, w);
+	if (j->rc < 0) {
+		rpc_call_error(j->call, error_code_of(j->st), j->error);
+	} else if (j->method == RPC_METHOD_DOMAIN_ADD || j->method == RPC_METHOD_DOMAIN_LIST) {
+		char **names = xcalloc(j->ndomains ? j->ndomains : 1, sizeof(char *));
+		for (size_t i = 0; i < j->ndomains; i++)
+			names[i] = j->domains[i].name;
+		Mail__Rpc__DomainList rep = MAIL__RPC__DOMAIN_LIST__INIT;
+		rep.n_names = j->ndomains;
+		rep.names = names;
+		rpc_call_reply(j->call, &rep.base);
+		free(names);
+	} else {
+		size_t n = 0;
+		while (j->targets && j->targets[n])
+			n++;
+		Mail__Rpc__AliasRequest rep = MAIL__RPC__ALIAS_REQUEST__INIT;
+		rep.alias = j->name;
+		rep.n_targets = n;
+		rep.targets = j->targets;
+		rpc_call_reply(j->call, &rep.base);
+	}
+	directory_free_list(&j->targets);
+	free(j->domains);
+	free(j);
+}
+
+static void post_dir(struct node *n, struct rpc_call *call, uint16_t method, const char *name,
+		     char *const *targets, size_t ntargets)
+{
+	if (ntargets > DIRECTORY_MAX_TARGETS || strlen(name) >= 300) {
+		rpc_call_error(call, MAIL__RPC__ERROR_CODE__ERROR_BAD_REQUEST, "too many targets");
+		return;
+	}
+	struct dir_job *j = xcalloc(1, sizeof(*j));
+	j->call = call;
+	j->dir = n->ns->dir;
+	j->method = method;
+	snprintf(j->name, sizeof(j->name), "%s", name);
+	if (ntargets) {
+		j->targets = xcalloc(ntargets + 1, sizeof(char *));
+		for (size_t i = 0; i < ntargets; i++)
+			j->targets[i] = xstrdup(targets[i]);
+		j->ntargets = ntargets;
+	}
+	loop_post_work(n->loop, &j->w, dir_run, dir_done);
+}
+
+static void handle_domain_add(struct rpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+	post_dir(arg, call, RPC_METHOD_DOMAIN_ADD, ((const Mail__Rpc__DomainRequest *)msg)->name,
+		 NULL, 0);
+}
+
+static void handle_domain_list(struct rpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+	UNUSED(msg);
+	post_dir(arg, call, RPC_METHOD_DOMAIN_LIST, "", NULL, 0);
+}
+
+static void handle_alias_set(struct rpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+	const Mail__Rpc__AliasRequest *r = (const Mail__Rpc__AliasRequest *)msg;
+	post_dir(arg, call, RPC_METHOD_ALIAS_SET, r->alias, r->targets, r->n_targets);
+}
+
+static void handle_resolve(struct rpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+	struct node *n = arg;
+	char owner[256];
+	const char *why = NULL;
+	if (owner_of(n, ((const Mail__Rpc__UserRequest *)msg)->user, owner, sizeof(owner), &why) < 0) {
+		rpc_call_error(call, MAIL__RPC__ERROR_CODE__ERROR_BAD_REQUEST, why ? why : "bad address");
+		return;
+	}
+	/* Resolve the address as given (canonical, +tag kept): an alias of
+	 * user+tag or of user both apply. */
+	struct buf c;
+	buf_init(&c, 256);
+	address_canonical(view_cstr(((const Mail__Rpc__UserRequest *)msg)->user), &c, &why);
+	char addr[256];
+	snprintf(addr, sizeof(addr), "%.*s", (int)c.len, (const char *)c.data);
+	buf_cleanup(&c);
+	post_dir(n, call, RPC_METHOD_RESOLVE, addr, NULL, 0);
+}
+
 static const struct rpc_method_handler node_handlers[] = {
 	{ RPC_METHOD_PING, handle_ping },
 	{ RPC_METHOD_DELIVER, handle_deliver },
@@ -550,6 +701,10 @@ static const struct rpc_method_handler node_handlers[] = {
 	{ RPC_METHOD_USER_ADD, handle_user_add },
 	{ RPC_METHOD_USER_GET, handle_user_get },
 	{ RPC_METHOD_MAILBOX_LIST, handle_mailbox_list },
+	{ RPC_METHOD_DOMAIN_ADD, handle_domain_add },
+	{ RPC_METHOD_DOMAIN_LIST, handle_domain_list },
+	{ RPC_METHOD_ALIAS_SET, handle_alias_set },
+	{ RPC_METHOD_RESOLVE, handle_resolve },
 };
 
 struct node *node_new(struct loop *l, const struct config *cfg, struct tls_server *tls,

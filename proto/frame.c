@@ -215,6 +215,14 @@ static const struct rpc_method_info rpc_methods[] = {
 	  &mail__rpc__user_info__descriptor },
 	{ RPC_METHOD_MAILBOX_LIST, "mailbox_list", &mail__rpc__user_request__descriptor,
 	  &mail__rpc__mailbox_list__descriptor },
+	{ RPC_METHOD_DOMAIN_ADD, "domain_add", &mail__rpc__domain_request__descriptor,
+	  &mail__rpc__domain_list__descriptor },
+	{ RPC_METHOD_DOMAIN_LIST, "domain_list", &mail__rpc__domain_request__descriptor,
+	  &mail__rpc__domain_list__descriptor },
+	{ RPC_METHOD_ALIAS_SET, "alias_set", &mail__rpc__alias_request__descriptor,
+	  &mail__rpc__alias_request__descriptor },
+	{ RPC_METHOD_RESOLVE, "resolve", &mail__rpc__user_request__descriptor,
+	  &mail__rpc__alias_request__descriptor },
 };
 
 const struct rpc_method_info *rpc_method_get(uint16_t method)

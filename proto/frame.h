@@ -69,6 +69,10 @@ enum rpc_method {
 	RPC_METHOD_USER_ADD = 6,     /* UserAddRequest -> UserInfo */
 	RPC_METHOD_USER_GET = 7,     /* UserRequest -> UserInfo */
 	RPC_METHOD_MAILBOX_LIST = 8, /* UserRequest -> MailboxList */
+	RPC_METHOD_DOMAIN_ADD = 9,   /* DomainRequest -> DomainList */
+	RPC_METHOD_DOMAIN_LIST = 10, /* DomainRequest -> DomainList */
+	RPC_METHOD_ALIAS_SET = 11,   /* AliasRequest -> AliasRequest */
+	RPC_METHOD_RESOLVE = 12,     /* UserRequest -> AliasRequest */
 };
 
 /* Bytes of u32 length + u8 kind + u64 req_id. */

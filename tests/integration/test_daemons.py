@@ -138,6 +138,27 @@ def run(t):
     rc, out, err = mt.run([ctl, "--json", "user", "show", "alice@example.test"], env=env)
     t.check(rc == 0 and '"used_messages":2' in out, "user show: usage counted", out + err)
 
+    # Directory: domains and aliases; delivery to an alias reaches every target.
+    rc, out, err = mt.run([ctl, "user", "add", "bob@example.test", "--password", "pw-bob-1"],
+                          env=env, timeout=30)
+    rc, out, err = mt.run([ctl, "domain", "add", "Example.Test"], env=env)
+    t.check(rc == 0 and out.strip() == "example.test", "domain add (canonical, listed)", out + err)
+    rc, out, err = mt.run([ctl, "alias", "set", "team@example.test", "alice@example.test",
+                           "BOB@example.test"], env=env)
+    t.check(rc == 0 and "team@example.test -> alice@example.test bob@example.test" in out,
+            "alias set", out + err)
+    rc, out, err = mt.run([ctl, "alias", "set", "x@elsewhere.test", "alice@example.test"], env=env)
+    t.check(rc != 0 and "not local" in err, "an alias in a foreign domain is refused", out + err)
+    rc, out, err = mt.run([ctl, "resolve", "team+x@example.test"], env=env)
+    t.check(rc == 0 and out.split() == ["alice@example.test", "bob@example.test"],
+            "resolve: an alias (via +tag) expands to its targets", out + err)
+    rc, out, err = mt.run([ctl, "deliver", "team@example.test"], stdin=msg, env=env, timeout=30)
+    t.check(rc == 0 and "(alice@example.test): 250" in out and "(bob@example.test): 250" in out,
+            "deliver to an alias stores a copy for each target", out + err)
+    rc, out, err = mt.run([ctl, "--json", "mailbox", "list", "bob@example.test"], env=env)
+    t.check(rc == 0 and '"name":"INBOX"' in out and '"messages":1' in out,
+            "the alias target has the message", out + err)
+
     # Prometheus metrics over HTTP, read with curl.
     rc, out, err = mt.run([curl, "-sS", "-i", f"http://127.0.0.1:{mport}/metrics"])
     t.check(rc == 0 and " 200 " in out.splitlines()[0] and
