@@ -39,6 +39,8 @@ const struct config_def node_config_defs[] = {
 	{ "storage.cache", CONFIG_SIZE, "256M", 1048576, 1099511627776,
 	  "block cache shared by all shards" },
 	{ "storage.max_message", CONFIG_SIZE, "64M", 1024, 1073741824, "largest message stored" },
+	{ "storage.write_buffers", CONFIG_SIZE, "512M", 4194304, 1099511627776,
+	  "memtable budget shared by all shards of this node" },
 };
 const size_t node_config_defs_len = ARRAY_LEN(node_config_defs);
 
@@ -96,10 +98,15 @@ struct node_store *node_store_open(const struct config *cfg, const char **error_
 	snprintf(ns->shards_spec, sizeof(ns->shards_spec), "%s", config_get_str(cfg, "shards.local"));
 	if (parse_shards(ns->shards_spec, ns->nshards, ns->owned, error_r) < 0)
 		goto fail;
+	unsigned owned = 1; /* the directory shard */
+	for (uint32_t i = 0; i < ns->nshards; i++)
+		owned += ns->owned[i];
 	struct storage_options so = {
 		.dir = config_get_str(cfg, "data.dir"),
 		.block_cache_bytes = config_get_size(cfg, "storage.cache"),
 		.max_message_bytes = config_get_size(cfg, "storage.max_message"),
+		.write_buffer_budget = config_get_size(cfg, "storage.write_buffers"),
+		.expected_shards = owned,
 	};
 	ns->st = storage_open(&so, error_r);
 	if (!ns->st)

@@ -129,6 +129,11 @@ struct storage *storage_open(const struct storage_options *opts, const char **er
 	st->opts = *opts;
 	if (!st->opts.block_cache_bytes)
 		st->opts.block_cache_bytes = 256u << 20;
+	if (st->opts.write_buffer_budget) {
+		size_t per = st->opts.write_buffer_budget /
+			     (2 * (size_t)MAX(1u, st->opts.expected_shards));
+		st->opts.write_buffer_bytes = MAX(per, (size_t)1 << 20);
+	}
 	if (!st->opts.write_buffer_bytes)
 		st->opts.write_buffer_bytes = 8u << 20;
 	if (!st->opts.blob_min_bytes)

@@ -42,6 +42,12 @@ struct storage_options {
 	const char *dir;            /* DATA: shards live in DATA/shards/NNNN */
 	size_t block_cache_bytes;   /* shared by all shards (default 256 MiB) */
 	size_t write_buffer_bytes;  /* per shard memtable (default 8 MiB) */
+	/* One memtable budget for all shards of the node: when set, each of
+	 * expected_shards shards gets budget / (2 * expected_shards) (two
+	 * memtables each, at least 1 MiB), so the total stays within it.
+	 * (RocksDB's C API has no shared WriteBufferManager.) */
+	size_t write_buffer_budget;
+	unsigned expected_shards;
 	size_t blob_min_bytes;      /* values this large go to blob files (4 KiB) */
 	size_t body_chunk_bytes;    /* bodies are stored in chunks this big (256 KiB) */
 	uint64_t max_message_bytes; /* default 64 MiB */

@@ -176,8 +176,15 @@ def run(t):
     t.check(out.strip() == "ok", "proxy /health", out)
 
     # A second node on the same RPC port is refused, not silently sharing it.
-    rc, out, err = mt.run([node, "--set", f"rpc.listen=127.0.0.1:{nport}"], timeout=10)
+    rc, out, err = mt.run([node, "--set", f"rpc.listen=127.0.0.1:{nport}", "--set",
+                           f"data.dir={t.scratch / 'node-data2'}", "--set", "shards.count=4"],
+                          timeout=30)
     t.check(rc != 0 and "in use" in err, "a port held by another process is an error", err)
+    rc, out, err = mt.run([node, "--set", f"rpc.listen=127.0.0.1:{free_port()}", "--set",
+                           f"data.dir={t.scratch / 'node-data'}", "--set", "shards.count=16"],
+                          timeout=30)
+    t.check(rc != 0 and "lock" in err.lower(),
+            "a second node on the same data directory is refused", err)
 
     # --- SIGHUP: certificate reload in the proxy --------------------------
     p.send_signal(signal.SIGHUP)
