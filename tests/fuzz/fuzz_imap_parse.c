@@ -20,7 +20,7 @@
 #include <stdlib.h>
 
 #include "common/base.h"
-#include "node/imap_parse.h"
+#include "proto/imap_parse.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

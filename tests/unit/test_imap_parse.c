@@ -5,7 +5,7 @@
 #include <unistd.h>
 
 #include "common/base.h"
-#include "node/imap_parse.h"
+#include "proto/imap_parse.h"
 
 static int failures;
 

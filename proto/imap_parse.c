@@ -1,4 +1,4 @@
-#include "node/imap_parse.h"
+#include "proto/imap_parse.h"
 
 #include <stdarg.h>
 #include <stdio.h>

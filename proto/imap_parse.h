@@ -82,8 +82,8 @@
  * Everything is released (and the token bytes wiped, since they may hold a
  * password) at the next feed, imap_parser_release() or reset; large
  * buffers are not kept between commands. */
-#ifndef NODE_IMAP_PARSE_H
-#define NODE_IMAP_PARSE_H
+#ifndef PROTO_IMAP_PARSE_H
+#define PROTO_IMAP_PARSE_H
 
 #include "common/base.h"
 
