@@ -773,6 +773,19 @@ struct node *node_new(struct loop *l, const struct config *cfg, struct tls_serve
 }
 
 uint16_t node_rpc_port(const struct node *n) { return rpc_server_port(n->rpc); }
+struct loop *node_loop(const struct node *n) { return n->loop; }
+
+struct shard *node_user_shard(struct node *n, const char *login, char *out, size_t out_len)
+{
+	const char *why = NULL;
+	out[0] = '\0';
+	int shard = owner_of(n, login, out, out_len, &why);
+	if (shard < 0) {
+		out[0] = '\0';
+		return NULL;
+	}
+	return local_shard(n, shard);
+}
 
 void node_drain(struct node *n)
 {

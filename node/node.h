@@ -26,6 +26,14 @@ void node_store_close(struct node_store **ns);
 struct node *node_new(struct loop *l, const struct config *cfg, struct tls_server *tls,
 		      struct node_store *ns, bool primary, const char **error_r);
 uint16_t node_rpc_port(const struct node *n);
+
+/* For the protocol sessions (IMAP, POP3) running on this node's loops: */
+struct loop *node_loop(const struct node *n);
+struct shard;
+/* Canonical owner (lower case, +tag removed) of a login name or address
+ * into out (>= 256 bytes) and the local shard holding it; NULL when the
+ * name is invalid (out empty) or its shard is not served here. */
+struct shard *node_user_shard(struct node *n, const char *login, char *out, size_t out_len);
 /* SIGTERM: leave the membership at once, keep serving in-flight calls. */
 void node_drain(struct node *n);
 void node_free(struct node **n);
