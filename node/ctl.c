@@ -727,8 +727,18 @@ static int deliver_one(struct ctl *c, const char *asked, const char *rcpt, const
 	if (r)
 		return r;
 	if (c->node && !ref.nshards) {
-		ref.nshards = 256;
-		ref.shard = (int)address_shard(view_cstr(ref.canonical), 256);
+		/* Named node, no membership to read the shard count from: the
+		 * node says which shard the user is on. */
+		Mail__Rpc__UserRequest uq = MAIL__RPC__USER_REQUEST__INIT;
+		uq.user = ref.canonical;
+		struct call_wait uw;
+		if (call_node(c, ref.addr, RPC_METHOD_USER_GET, &uq.base, c->timeout_ms, &uw) == 0) {
+			ref.shard = (int)((const Mail__Rpc__UserInfo *)uw.reply)->shard;
+			protobuf_c_message_free_unpacked(uw.reply, NULL);
+		} else {
+			printf("%s: 550 5.1.1 no such mailbox\n", asked);
+			return 1;
+		}
 	}
 	Mail__Rpc__DeliverRequest req = MAIL__RPC__DELIVER_REQUEST__INIT;
 	char *one = (char *)rcpt;

@@ -17,6 +17,7 @@
 #include "storage/directory.h"
 #include "storage/pwhash.h"
 #include "storage/store.h"
+#include "node/pop3_session.h"
 
 const struct config_def node_config_defs[] = {
 	{ "node.id", CONFIG_STRING, "node1", 0, 0, "this node's unique id in the cluster" },
@@ -39,6 +40,8 @@ const struct config_def node_config_defs[] = {
 	{ "storage.cache", CONFIG_SIZE, "256M", 1048576, 1099511627776,
 	  "block cache shared by all shards" },
 	{ "storage.max_message", CONFIG_SIZE, "64M", 1024, 1073741824, "largest message stored" },
+	{ "pop3.listen", CONFIG_ADDR, NULL, 0, 0,
+	  "POP3 listener (plaintext, for loopback and tests; clients come through the proxy)" },
 	{ "storage.write_buffers", CONFIG_SIZE, "512M", 4194304, 1099511627776,
 	  "memtable budget shared by all shards of this node" },
 };
@@ -144,6 +147,7 @@ struct node {
 	char *id;
 	uint64_t started_ms;
 	struct rpc_server *rpc;
+	struct listener *pop3;
 	struct redis_client *redis;
 	struct heartbeat *hb;
 };
@@ -741,6 +745,16 @@ struct node *node_new(struct loop *l, const struct config *cfg, struct tls_serve
 		node_free(&n);
 		return NULL;
 	}
+	const char *pop3 = config_get_str(cfg, "pop3.listen");
+	if (pop3) {
+		struct listener_config lc = { .addr = pop3, .on_accept = pop3_session_accept,
+					      .arg = n };
+		n->pop3 = listener_open(l, &lc, error_r);
+		if (!n->pop3) {
+			node_free(&n);
+			return NULL;
+		}
+	}
 	const char *url = config_get_str(cfg, "redis.url");
 	if (primary && url) {
 		n->redis = redis_client_new(l, url, NULL, error_r);
@@ -799,6 +813,7 @@ void node_free(struct node **np)
 		return;
 	*np = NULL;
 	heartbeat_stop(&n->hb);
+	listener_close(&n->pop3);
 	rpc_server_free(&n->rpc);
 	redis_client_free(&n->redis);
 	free(n->id);
