@@ -17,6 +17,7 @@
 #include "storage/directory.h"
 #include "storage/pwhash.h"
 #include "storage/store.h"
+#include "node/imap_session.h"
 #include "node/pop3_session.h"
 
 const struct config_def node_config_defs[] = {
@@ -40,6 +41,8 @@ const struct config_def node_config_defs[] = {
 	{ "storage.cache", CONFIG_SIZE, "256M", 1048576, 1099511627776,
 	  "block cache shared by all shards" },
 	{ "storage.max_message", CONFIG_SIZE, "64M", 1024, 1073741824, "largest message stored" },
+	{ "imap.listen", CONFIG_ADDR, NULL, 0, 0,
+	  "IMAP listener (plaintext, for loopback and tests; clients come through the proxy)" },
 	{ "pop3.listen", CONFIG_ADDR, NULL, 0, 0,
 	  "POP3 listener (plaintext, for loopback and tests; clients come through the proxy)" },
 	{ "storage.write_buffers", CONFIG_SIZE, "512M", 4194304, 1099511627776,
@@ -148,6 +151,7 @@ struct node {
 	uint64_t started_ms;
 	struct rpc_server *rpc;
 	struct listener *pop3;
+	struct listener *imap;
 	struct redis_client *redis;
 	struct heartbeat *hb;
 };
@@ -755,6 +759,16 @@ struct node *node_new(struct loop *l, const struct config *cfg, struct tls_serve
 			return NULL;
 		}
 	}
+	const char *imap = config_get_str(cfg, "imap.listen");
+	if (imap) {
+		struct listener_config lc = { .addr = imap, .on_accept = imap_session_accept,
+					      .arg = n };
+		n->imap = listener_open(l, &lc, error_r);
+		if (!n->imap) {
+			node_free(&n);
+			return NULL;
+		}
+	}
 	const char *url = config_get_str(cfg, "redis.url");
 	if (primary && url) {
 		n->redis = redis_client_new(l, url, NULL, error_r);
@@ -814,6 +828,7 @@ void node_free(struct node **np)
 	*np = NULL;
 	heartbeat_stop(&n->hb);
 	listener_close(&n->pop3);
+	listener_close(&n->imap);
 	rpc_server_free(&n->rpc);
 	redis_client_free(&n->redis);
 	free(n->id);

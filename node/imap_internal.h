@@ -1,0 +1,145 @@
+/* Private to node/imap_*.c: the session state and the helpers the command
+ * files share. */
+#ifndef NODE_IMAP_INTERNAL_H
+#define NODE_IMAP_INTERNAL_H
+
+#include "common/base.h"
+#include "common/loop.h"
+#include "proto/imap_parse.h"
+#include "storage/store.h"
+
+struct node;
+struct search_key;
+struct imap_fetch;
+
+enum imap_state {
+	IMAP_STATE_NOT_AUTH,
+	IMAP_STATE_AUTH,
+	IMAP_STATE_SELECTED,
+	IMAP_STATE_LOGOUT,
+};
+const char *imap_state_str(enum imap_state st);
+
+/* Output of one worker step is bounded by this (plus one message's
+ * non-literal data). */
+#define IMAP_STEP_BYTES (256 * 1024)
+/* Output a worker may produce at once (hard cap). */
+#define IMAP_OUT_MAX (64u * 1024 * 1024)
+#define IMAP_IDLE_POLL_MS 1000
+
+struct imap_session {
+	struct conn *c; /* NULL once closed */
+	struct node *node;
+	struct loop *loop;
+	struct imap_parser *parser;
+	uint64_t id;
+	enum imap_state state;
+	unsigned errors;
+	unsigned auth_failures;
+	bool rev2;       /* ENABLE IMAP4rev2 */
+	bool utf8;       /* ENABLE UTF8=ACCEPT or IMAP4rev2 */
+	bool sasl_wait;  /* AUTHENTICATE PLAIN waiting for "+ " response */
+	bool closed;     /* on_close ran; free when nothing is in flight */
+	unsigned in_cb;  /* inside on_data / job_done */
+
+	char user[256]; /* canonical, after login */
+	struct shard *sh;
+
+	/* SELECTED */
+	uint64_t sel_id;
+	char sel_name[MAILBOX_NAME_MAX];
+	uint32_t sel_uidvalidity;
+	uint64_t sel_modseq;
+	bool sel_readonly;
+	uint32_t *uids; /* sequence number = index + 1 */
+	size_t n_uids;
+
+	/* the command in progress (views valid while paused) */
+	const struct imap_command *cmd;
+	char *tag;
+	bool busy;
+	bool in_flight; /* a step is queued or running on the pool */
+	struct work work;
+	void (*run)(struct imap_session *s);  /* worker thread */
+	void (*done)(struct imap_session *s); /* loop thread, optional */
+	struct buf out; /* written by run, sent by the loop */
+	bool more;      /* run wants another step after a drain */
+	bool fatal;     /* close after sending out */
+
+	/* login */
+	char auth_user[256];
+	char *auth_pass;
+	size_t auth_pass_len;
+	struct shard *auth_sh;
+	bool auth_ok;
+	bool auth_broken; /* storage error during login */
+	char auth_mech[16];
+
+	/* APPEND */
+	struct body_writer *bw;
+	unsigned bw_count;
+	bool bw_too_large;
+
+	/* IDLE: the selected mailbox is polled every IMAP_IDLE_POLL_MS */
+	bool idling;
+	struct timer idle_timer;
+
+	struct search_key *search;
+	struct imap_fetch *fetch;
+};
+
+/* Post s->run to the pool (s->done afterwards on the loop): pauses input
+ * until the job finishes. */
+void imap_post(struct imap_session *s, void (*run)(struct imap_session *s),
+	       void (*done)(struct imap_session *s));
+/* Direct replies from the loop thread. */
+void imap_reply(struct imap_session *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* "tag BAD ..." and count the error. */
+void imap_bad(struct imap_session *s, const char *text);
+
+/* Output helpers (worker or loop). */
+void imap_put_flags(struct buf *b, uint32_t flags, char *const *keywords);
+void imap_put_quoted(struct buf *b, struct view v);
+/* Mailbox name as astring (modified UTF-7 unless UTF-8 was enabled). */
+void imap_put_mailbox(struct imap_session *s, struct buf *b, const char *name);
+/* Sorted values as a sequence set "1:3,7". */
+void imap_put_set(struct buf *b, const uint32_t *v, size_t n);
+void imap_put_internaldate(struct buf *b, uint64_t ms);
+/* Parse STORE/APPEND flags into bits and a NULL-terminated keyword list
+ * (free with imap_keywords_free). 0 or -1 with a reason. */
+int imap_parse_flags(const struct view *flags, size_t n, uint32_t *bits_r,
+		     char ***keywords_r, const char **error_r);
+void imap_keywords_free(char ***kw);
+/* View to a NUL-terminated copy in dst (truncated to dst_len - 1). */
+void imap_view_cstr(struct view v, char *dst, size_t dst_len);
+
+/* Sequence set of the current command resolved against the selected
+ * mailbox: ascending UIDs (malloc'ed) and, for sequence numbers, 0 or -1
+ * (BAD: a number beyond EXISTS). */
+int imap_resolve_set(struct imap_session *s, const struct imap_seqset *set, bool uid,
+		     uint32_t **uids_r, size_t *n_r, const char **error_r);
+/* Sequence number of uid (1-based), 0 if unknown. */
+uint32_t imap_seq_of(const struct imap_session *s, uint32_t uid);
+/* Remove UIDs (ascending) from the selected list, writing "* n EXPUNGE"
+ * in descending order to b. */
+void imap_apply_expunge(struct imap_session *s, const uint32_t *gone, size_t n, struct buf *b);
+/* Worker: compare the selected mailbox with the store and write EXISTS /
+ * EXPUNGE / FETCH FLAGS to s->out. */
+void imap_sync_selected(struct imap_session *s);
+
+/* Command handlers (loop thread); each either replies or posts a job. */
+void imap_cmd_select(struct imap_session *s, bool readonly);
+void imap_cmd_close(struct imap_session *s, bool expunge);
+void imap_cmd_noop(struct imap_session *s);
+void imap_cmd_expunge(struct imap_session *s);
+void imap_cmd_store(struct imap_session *s);
+void imap_cmd_copy(struct imap_session *s, bool move);
+void imap_cmd_search(struct imap_session *s);
+void imap_cmd_append(struct imap_session *s);
+void imap_cmd_fetch(struct imap_session *s);
+void imap_fetch_free(struct imap_fetch **f);
+/* The literal sink for APPEND. */
+extern const struct imap_literal_sink imap_append_sink_ops;
+
+#endif

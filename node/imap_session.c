@@ -1,0 +1,1260 @@
+#include "node/imap_session.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "node/imap_internal.h"
+#include "node/node.h"
+#include "storage/pwhash.h"
+#include "storage/search.h"
+
+#define IMAP_CAPS                                                                       \
+	"IMAP4rev2 IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN ENABLE ID IDLE NAMESPACE UIDPLUS " \
+	"MOVE UNSELECT SPECIAL-USE CHILDREN"
+#define IMAP_MAX_ERRORS 20
+#define IMAP_MAX_AUTH_FAILURES 3
+#define IMAP_IDLE_PREAUTH_MS (60 * 1000)
+#define IMAP_IDLE_AUTH_MS (30 * 60 * 1000)
+#define IMAP_SASL_LINE_MAX 8192
+
+const char *imap_state_str(enum imap_state st)
+{
+	switch (st) {
+	case IMAP_STATE_NOT_AUTH: return "not_auth";
+	case IMAP_STATE_AUTH: return "auth";
+	case IMAP_STATE_SELECTED: return "selected";
+	case IMAP_STATE_LOGOUT: return "logout";
+	}
+	return "?";
+}
+
+static void enter_state(struct imap_session *s, enum imap_state st)
+{
+	if (s->state == st)
+		return;
+	LOG_DEBUG("imap", s->id, "state", "from=%s to=%s", imap_state_str(s->state),
+		  imap_state_str(st));
+	s->state = st;
+}
+
+static void session_free(struct imap_session *s)
+{
+	if (timer_armed(&s->idle_timer))
+		timer_stop(s->loop, &s->idle_timer);
+	imap_parser_free(&s->parser);
+	body_writer_free(&s->bw);
+	imap_fetch_free(&s->fetch);
+	search_key_free(&s->search);
+	if (s->auth_pass) {
+		explicit_bzero(s->auth_pass, s->auth_pass_len);
+		free(s->auth_pass);
+	}
+	explicit_bzero(s->auth_user, sizeof(s->auth_user));
+	buf_cleanup(&s->out);
+	free(s->uids);
+	free(s->tag);
+	free(s);
+}
+
+/* Free when the connection is gone and nothing refers to the session. */
+static bool session_maybe_free(struct imap_session *s)
+{
+	if (s->closed && !s->busy && s->in_cb == 0) {
+		session_free(s);
+		return true;
+	}
+	return false;
+}
+
+static void session_write(struct imap_session *s, const void *p, size_t len)
+{
+	if (s->c && !conn_closing(s->c))
+		conn_write(s->c, p, len);
+}
+
+void imap_reply(struct imap_session *s, const char *fmt, ...)
+{
+	if (!s->c || conn_closing(s->c))
+		return;
+	char tmp[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n < sizeof(tmp)) {
+		conn_write(s->c, tmp, (size_t)n);
+		return;
+	}
+	char *big = xmalloc((size_t)n + 1);
+	va_start(ap, fmt);
+	vsnprintf(big, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	conn_write(s->c, big, (size_t)n);
+	free(big);
+}
+
+static void too_many_errors(struct imap_session *s)
+{
+	if (s->errors < IMAP_MAX_ERRORS || !s->c)
+		return;
+	LOG_INFO("imap", s->id, "too_many_errors", "errors=%u", s->errors);
+	imap_reply(s, "* BYE too many errors\r\n");
+	conn_close(s->c);
+}
+
+void imap_bad(struct imap_session *s, const char *text)
+{
+	s->errors++;
+	imap_reply(s, "%s BAD %s\r\n", s->tag ? s->tag : "*", text);
+	too_many_errors(s);
+}
+
+static void set_tag(struct imap_session *s, struct view tag)
+{
+	free(s->tag);
+	s->tag = xmalloc(tag.len + 1);
+	memcpy(s->tag, tag.ptr, tag.len);
+	s->tag[tag.len] = '\0';
+}
+
+/* ---- helpers shared by the command files --------------------------------- */
+
+void imap_view_cstr(struct view v, char *dst, size_t dst_len)
+{
+	size_t n = MIN(v.len, dst_len - 1);
+	memcpy(dst, v.ptr, n);
+	dst[n] = '\0';
+}
+
+void imap_put_quoted(struct buf *b, struct view v)
+{
+	buf_append(b, "\"", 1);
+	for (size_t i = 0; i < v.len; i++) {
+		if (v.ptr[i] == '"' || v.ptr[i] == '\\')
+			buf_append(b, "\\", 1);
+		buf_append(b, &v.ptr[i], 1);
+	}
+	buf_append(b, "\"", 1);
+}
+
+void imap_put_mailbox(struct imap_session *s, struct buf *b, const char *name)
+{
+	if (strcmp(name, "INBOX") == 0) {
+		buf_append(b, "INBOX", 5);
+		return;
+	}
+	if (s->utf8) {
+		imap_put_quoted(b, view_cstr(name));
+		return;
+	}
+	struct buf m;
+	buf_init(&m, 4 * MAILBOX_NAME_MAX);
+	const char *err = NULL;
+	if (imap_utf8_to_mutf7(view_cstr(name), &m, &err) < 0)
+		imap_put_quoted(b, view_cstr(name));
+	else
+		imap_put_quoted(b, buf_view(&m));
+	buf_cleanup(&m);
+}
+
+void imap_put_flags(struct buf *b, uint32_t flags, char *const *keywords)
+{
+	static const struct {
+		uint32_t bit;
+		const char *name;
+	} sys[] = {
+		{ FLAG_ANSWERED, "\\Answered" }, { FLAG_FLAGGED, "\\Flagged" },
+		{ FLAG_DELETED, "\\Deleted" },   { FLAG_SEEN, "\\Seen" },
+		{ FLAG_DRAFT, "\\Draft" },
+	};
+	bool first = true;
+	buf_append(b, "(", 1);
+	for (size_t i = 0; i < ARRAY_LEN(sys); i++) {
+		if (!(flags & sys[i].bit))
+			continue;
+		buf_printf(b, "%s%s", first ? "" : " ", sys[i].name);
+		first = false;
+	}
+	for (size_t i = 0; keywords && keywords[i]; i++) {
+		buf_printf(b, "%s%s", first ? "" : " ", keywords[i]);
+		first = false;
+	}
+	buf_append(b, ")", 1);
+}
+
+void imap_put_set(struct buf *b, const uint32_t *v, size_t n)
+{
+	for (size_t i = 0; i < n;) {
+		size_t j = i;
+		while (j + 1 < n && v[j + 1] == v[j] + 1)
+			j++;
+		if (j > i)
+			buf_printf(b, "%s%u:%u", i ? "," : "", v[i], v[j]);
+		else
+			buf_printf(b, "%s%u", i ? "," : "", v[i]);
+		i = j + 1;
+	}
+}
+
+void imap_put_internaldate(struct buf *b, uint64_t ms)
+{
+	static const char *const mon[] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+					   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	buf_printf(b, "\"%02d-%s-%04d %02d:%02d:%02d +0000\"", tm.tm_mday, mon[tm.tm_mon],
+		   tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
+static bool keyword_char_ok(uint8_t ch)
+{
+	/* ATOM-CHAR minus resp-specials: no specials, controls or 8-bit. */
+	return ch > 0x20 && ch < 0x7f && !strchr("(){%*\"\\]", ch);
+}
+
+int imap_parse_flags(const struct view *flags, size_t n, uint32_t *bits_r,
+		     char ***keywords_r, const char **error_r)
+{
+	static const struct {
+		const char *name;
+		uint32_t bit;
+	} sys[] = {
+		{ "\\Seen", FLAG_SEEN },       { "\\Answered", FLAG_ANSWERED },
+		{ "\\Flagged", FLAG_FLAGGED }, { "\\Deleted", FLAG_DELETED },
+		{ "\\Draft", FLAG_DRAFT },     { "\\Recent", 0 },
+	};
+	*bits_r = 0;
+	*keywords_r = NULL;
+	char **kw = xcalloc(n + 1, sizeof(char *));
+	size_t nk = 0;
+	for (size_t i = 0; i < n; i++) {
+		struct view f = flags[i];
+		if (f.len > 0 && f.ptr[0] == '\\') {
+			size_t k;
+			for (k = 0; k < ARRAY_LEN(sys); k++)
+				if (view_eq_nocase(f, sys[k].name))
+					break;
+			if (k == ARRAY_LEN(sys)) {
+				*error_r = "Unknown system flag";
+				goto fail;
+			}
+			*bits_r |= sys[k].bit;
+			continue;
+		}
+		if (f.len == 0 || f.len > KEYWORD_MAX) {
+			*error_r = "Invalid keyword";
+			goto fail;
+		}
+		for (size_t k = 0; k < f.len; k++) {
+			if (!keyword_char_ok(f.ptr[k])) {
+				*error_r = "Invalid keyword";
+				goto fail;
+			}
+		}
+		bool dup = false;
+		for (size_t k = 0; k < nk; k++)
+			if (strlen(kw[k]) == f.len && strncasecmp(kw[k], (const char *)f.ptr, f.len) == 0)
+				dup = true;
+		if (dup)
+			continue;
+		kw[nk] = xmalloc(f.len + 1);
+		memcpy(kw[nk], f.ptr, f.len);
+		kw[nk][f.len] = '\0';
+		nk++;
+	}
+	*keywords_r = kw;
+	return 0;
+fail:
+	imap_keywords_free(&kw);
+	return -1;
+}
+
+void imap_keywords_free(char ***kwp)
+{
+	char **kw = *kwp;
+	if (!kw)
+		return;
+	*kwp = NULL;
+	for (size_t i = 0; kw[i]; i++)
+		free(kw[i]);
+	free(kw);
+}
+
+/* ---- jobs ------------------------------------------------------------------ */
+
+static void job_run(struct work *w)
+{
+	struct imap_session *s = container_of(w, struct imap_session, work);
+	s->run(s);
+}
+
+static void job_finish(struct imap_session *s)
+{
+	s->busy = false;
+	s->cmd = NULL;
+	if (s->c)
+		conn_resume(s->c);
+}
+
+static void job_done(struct work *w)
+{
+	struct imap_session *s = container_of(w, struct imap_session, work);
+	s->in_flight = false;
+	s->in_cb++;
+	if (!s->closed && s->done)
+		s->done(s);
+	if (!s->closed && s->out.len)
+		session_write(s, s->out.data, s->out.len);
+	buf_reset(&s->out);
+	if (s->out.cap > IMAP_STEP_BYTES * 2)
+		buf_cleanup(&s->out);
+	if (!s->closed && s->fatal) {
+		imap_reply(s, "* BYE internal error\r\n");
+		conn_close(s->c);
+		s->more = false;
+	}
+	if (s->closed || !s->more) {
+		s->more = false;
+		job_finish(s);
+	} else if (!s->c || conn_out_pending(s->c) == 0) {
+		/* Nothing waiting to drain: go on at once. */
+		s->in_flight = true;
+		loop_post_work(s->loop, &s->work, job_run, job_done);
+	}
+	/* else: on_drain posts the next step */
+	s->in_cb--;
+	session_maybe_free(s);
+}
+
+void imap_post(struct imap_session *s, void (*run)(struct imap_session *s),
+	       void (*done)(struct imap_session *s))
+{
+	s->busy = true;
+	s->run = run;
+	s->done = done;
+	s->more = false;
+	s->fatal = false;
+	buf_reset(&s->out);
+	conn_pause(s->c);
+	s->in_flight = true;
+	loop_post_work(s->loop, &s->work, job_run, job_done);
+}
+
+static void on_drain(struct conn *c)
+{
+	struct imap_session *s = conn_user(c);
+	if (s->busy && s->more && s->c && !s->in_flight) {
+		s->in_flight = true;
+		loop_post_work(s->loop, &s->work, job_run, job_done);
+	}
+}
+
+/* ---- authentication -------------------------------------------------------- */
+
+static void auth_run(struct imap_session *s)
+{
+	struct user_info u;
+	enum storage_status st = ST_OK;
+	const char *err = NULL;
+	bool known = s->auth_sh &&
+		     store_user_get(s->auth_sh, s->auth_user, &u, &st, &err) == 0 &&
+		     u.pwhash[0] != '\0';
+	if (!known && st != ST_OK && st != ST_NOT_FOUND)
+		s->auth_broken = true;
+	if (known) {
+		int r = pwhash_verify(u.pwhash, s->auth_pass, s->auth_pass_len);
+		s->auth_ok = r == 1 && u.enabled;
+		if (r < 0)
+			s->auth_broken = true;
+		explicit_bzero(u.pwhash, sizeof(u.pwhash));
+	} else {
+		pwhash_dummy_verify(s->auth_pass, s->auth_pass_len);
+		s->auth_ok = false;
+	}
+}
+
+static void auth_done(struct imap_session *s)
+{
+	explicit_bzero(s->auth_pass, s->auth_pass_len);
+	free(s->auth_pass);
+	s->auth_pass = NULL;
+	s->auth_pass_len = 0;
+	char q[300];
+	log_quote_cstr(q, sizeof(q), s->auth_user);
+	if (!s->auth_ok) {
+		s->auth_failures++;
+		s->errors++;
+		LOG_INFO("imap", s->id, "login_failed", "user=%s mech=%s reason=%s", q, s->auth_mech,
+			 s->auth_broken ? "storage" : "credentials");
+		if (s->auth_broken)
+			imap_reply(s, "%s NO [UNAVAILABLE] Authentication temporarily unavailable\r\n",
+				   s->tag);
+		else
+			imap_reply(s, "%s NO [AUTHENTICATIONFAILED] Authentication failed\r\n",
+				   s->tag);
+		explicit_bzero(s->auth_user, sizeof(s->auth_user));
+		if (s->auth_failures >= IMAP_MAX_AUTH_FAILURES) {
+			imap_reply(s, "* BYE too many authentication failures\r\n");
+			if (s->c)
+				conn_close(s->c);
+		} else {
+			too_many_errors(s);
+		}
+		return;
+	}
+	memcpy(s->user, s->auth_user, sizeof(s->user));
+	s->sh = s->auth_sh;
+	enter_state(s, IMAP_STATE_AUTH);
+	struct imap_limits lim = imap_limits_default();
+	imap_parser_set_limits(s->parser, &lim);
+	struct imap_literal_sink sink = imap_append_sink_ops;
+	sink.ctx = s;
+	imap_parser_set_sink(s->parser, &sink);
+	if (s->c)
+		conn_set_idle_timeout(s->c, IMAP_IDLE_AUTH_MS);
+	LOG_INFO("imap", s->id, "login", "user=%s mech=%s", q, s->auth_mech);
+	imap_reply(s, "%s OK [CAPABILITY " IMAP_CAPS "] Logged in\r\n", s->tag);
+}
+
+/* Takes the credentials (copied); the caller wipes its own. */
+static void start_auth(struct imap_session *s, const char *mech, struct view user,
+		       struct view pass)
+{
+	snprintf(s->auth_mech, sizeof(s->auth_mech), "%s", mech);
+	s->auth_ok = false;
+	s->auth_broken = false;
+	char login[256];
+	imap_view_cstr(user, login, sizeof(login));
+	s->auth_sh = NULL;
+	if (user.len < sizeof(login) && memchr(user.ptr, '\0', user.len) == NULL)
+		s->auth_sh = node_user_shard(s->node, login, s->auth_user, sizeof(s->auth_user));
+	if (!s->auth_sh)
+		snprintf(s->auth_user, sizeof(s->auth_user), "%s", login);
+	explicit_bzero(login, sizeof(login));
+	s->auth_pass_len = pass.len;
+	s->auth_pass = xmalloc(pass.len + 1);
+	memcpy(s->auth_pass, pass.ptr, pass.len);
+	s->auth_pass[pass.len] = '\0';
+	imap_post(s, auth_run, auth_done);
+}
+
+static int b64_val(uint8_t ch)
+{
+	if (ch >= 'A' && ch <= 'Z')
+		return ch - 'A';
+	if (ch >= 'a' && ch <= 'z')
+		return ch - 'a' + 26;
+	if (ch >= '0' && ch <= '9')
+		return ch - '0' + 52;
+	if (ch == '+')
+		return 62;
+	if (ch == '/')
+		return 63;
+	return -1;
+}
+
+/* Strict base64 into out (room for in.len * 3 / 4 + 3). Returns the length
+ * or -1. */
+static ssize_t b64_decode(struct view in, uint8_t *out)
+{
+	if (in.len % 4 != 0)
+		return -1;
+	size_t o = 0;
+	for (size_t i = 0; i < in.len; i += 4) {
+		int v[4];
+		int pad = 0;
+		for (int k = 0; k < 4; k++) {
+			uint8_t ch = in.ptr[i + (size_t)k];
+			if (ch == '=' && i + 4 == in.len && k >= 2) {
+				v[k] = 0;
+				pad++;
+				continue;
+			}
+			if (pad)
+				return -1;
+			v[k] = b64_val(ch);
+			if (v[k] < 0)
+				return -1;
+		}
+		uint32_t w = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 |
+			     (uint32_t)v[3];
+		out[o++] = (uint8_t)(w >> 16);
+		if (pad < 2)
+			out[o++] = (uint8_t)(w >> 8);
+		if (pad < 1)
+			out[o++] = (uint8_t)w;
+	}
+	return (ssize_t)o;
+}
+
+/* SASL PLAIN: [authzid] NUL authcid NUL passwd. */
+static void auth_plain(struct imap_session *s, struct view b64)
+{
+	size_t cap = b64.len / 4 * 3 + 3;
+	uint8_t *raw = xmalloc(cap);
+	ssize_t n = b64_decode(b64, raw);
+	const uint8_t *nul1 = n > 0 ? memchr(raw, '\0', (size_t)n) : NULL;
+	const uint8_t *nul2 =
+		nul1 ? memchr(nul1 + 1, '\0', (size_t)(raw + n - (nul1 + 1))) : NULL;
+	if (!nul2) {
+		if (n > 0)
+			explicit_bzero(raw, (size_t)n);
+		free(raw);
+		imap_bad(s, "Invalid SASL PLAIN response");
+		return;
+	}
+	struct view authz = view_make(raw, (size_t)(nul1 - raw));
+	struct view authc = view_make(nul1 + 1, (size_t)(nul2 - nul1 - 1));
+	struct view pass = view_make(nul2 + 1, (size_t)(raw + n - (nul2 + 1)));
+	if (authz.len && (authz.len != authc.len || memcmp(authz.ptr, authc.ptr, authc.len) != 0)) {
+		/* No proxy authorisation here: fail like a wrong password. */
+		pass = view_make("", 0);
+		authc = view_make("", 0);
+	}
+	start_auth(s, "plain", authc, pass);
+	explicit_bzero(raw, (size_t)n);
+	free(raw);
+}
+
+static void cmd_authenticate(struct imap_session *s)
+{
+	const struct imap_command *cmd = s->cmd;
+	if (!view_eq_nocase(cmd->u.authenticate.mechanism, "PLAIN")) {
+		imap_reply(s, "%s NO [CANNOT] Unsupported authentication mechanism\r\n", s->tag);
+		return;
+	}
+	if (cmd->u.authenticate.has_ir) {
+		auth_plain(s, cmd->u.authenticate.ir);
+		return;
+	}
+	s->sasl_wait = true;
+	imap_reply(s, "+ \r\n");
+}
+
+/* The client's line after "+ ": base64, or "*" to cancel. */
+static ssize_t sasl_line(struct imap_session *s, const uint8_t *data, size_t len)
+{
+	const uint8_t *lf = memchr(data, '\n', MIN(len, (size_t)IMAP_SASL_LINE_MAX));
+	if (!lf) {
+		if (len >= IMAP_SASL_LINE_MAX) {
+			imap_reply(s, "* BYE SASL response too long\r\n");
+			conn_close(s->c);
+			return (ssize_t)len;
+		}
+		return 0;
+	}
+	size_t consumed = (size_t)(lf - data) + 1;
+	size_t l = (size_t)(lf - data);
+	if (l && data[l - 1] == '\r')
+		l--;
+	s->sasl_wait = false;
+	/* The line is a copy of the peer's input the loop keeps: we cannot
+	 * wipe it, but we never keep it. */
+	if (l == 1 && data[0] == '*')
+		imap_bad(s, "Authentication cancelled");
+	else
+		auth_plain(s, view_make(data, l));
+	return (ssize_t)consumed;
+}
+
+/* ---- simple commands --------------------------------------------------------- */
+
+static void cmd_enable(struct imap_session *s)
+{
+	const struct imap_command *cmd = s->cmd;
+	char list[128] = "";
+	for (size_t i = 0; i < cmd->u.enable.count; i++) {
+		struct view cap = cmd->u.enable.caps[i];
+		if (view_eq_nocase(cap, "IMAP4rev2") && !s->rev2) {
+			s->rev2 = true;
+			strcat(list, " IMAP4rev2");
+		} else if (view_eq_nocase(cap, "UTF8=ACCEPT") && !strstr(list, "UTF8")) {
+			strcat(list, " UTF8=ACCEPT");
+		} else {
+			continue;
+		}
+		s->utf8 = true;
+		imap_parser_set_utf8(s->parser, true);
+	}
+	imap_reply(s, "* ENABLED%s\r\n%s OK Enabled\r\n", list, s->tag);
+}
+
+static void cmd_id(struct imap_session *s)
+{
+	imap_reply(s, "* ID (\"name\" \"mailcluster\" \"version\" \"0.1\")\r\n%s OK ID completed\r\n",
+		   s->tag);
+}
+
+static void cmd_logout(struct imap_session *s)
+{
+	enter_state(s, IMAP_STATE_LOGOUT);
+	imap_reply(s, "* BYE Logging out\r\n%s OK Logout completed\r\n", s->tag);
+	LOG_INFO("imap", s->id, "logout", NULL);
+	conn_close(s->c);
+}
+
+/* ---- mailbox management ----------------------------------------------------- */
+
+static void status_write(struct imap_session *s, enum storage_status st, const char *what)
+{
+	switch (st) {
+	case ST_NOT_FOUND:
+		buf_printf(&s->out, "%s NO [NONEXISTENT] Mailbox does not exist\r\n", s->tag);
+		break;
+	case ST_EXISTS:
+		buf_printf(&s->out, "%s NO [ALREADYEXISTS] Mailbox already exists\r\n", s->tag);
+		break;
+	case ST_INVALID:
+		buf_printf(&s->out, "%s NO [CANNOT] %s not possible\r\n", s->tag, what);
+		break;
+	case ST_OVER_QUOTA:
+		buf_printf(&s->out, "%s NO [OVERQUOTA] Quota exceeded\r\n", s->tag);
+		break;
+	default:
+		buf_printf(&s->out, "%s NO [SERVERBUG] Storage error\r\n", s->tag);
+		break;
+	}
+}
+
+static void name_of(struct view v, char *out)
+{
+	imap_view_cstr(v, out, MAILBOX_NAME_MAX);
+	/* "a/b/" is "a/b" (RFC 9051 6.3.4) */
+	size_t n = strlen(out);
+	while (n > 1 && out[n - 1] == '/')
+		out[--n] = '\0';
+}
+
+static bool name_ok(struct view v)
+{
+	return v.len > 0 && v.len < MAILBOX_NAME_MAX && memchr(v.ptr, '\0', v.len) == NULL;
+}
+
+static void create_run(struct imap_session *s)
+{
+	const struct imap_command *cmd = s->cmd;
+	char name[MAILBOX_NAME_MAX];
+	name_of(cmd->u.create.mailbox, name);
+	uint32_t use = 0;
+	for (size_t i = 0; i < cmd->u.create.use_count; i++) {
+		struct view u = cmd->u.create.use[i];
+		if (view_eq_nocase(u, "\\Sent"))
+			use |= SPECIAL_SENT;
+		else if (view_eq_nocase(u, "\\Drafts"))
+			use |= SPECIAL_DRAFTS;
+		else if (view_eq_nocase(u, "\\Trash"))
+			use |= SPECIAL_TRASH;
+		else if (view_eq_nocase(u, "\\Junk"))
+			use |= SPECIAL_JUNK;
+		else if (view_eq_nocase(u, "\\Archive"))
+			use |= SPECIAL_ARCHIVE;
+		else {
+			buf_printf(&s->out, "%s NO [USEATTR] Unsupported special use\r\n", s->tag);
+			return;
+		}
+	}
+	struct mailbox_info mi;
+	enum storage_status st = ST_OK;
+	const char *err = NULL;
+	if (store_mailbox_create(s->sh, s->user, name, use, &mi, &st, &err) < 0)
+		status_write(s, st, "CREATE");
+	else
+		buf_printf(&s->out, "%s OK CREATE completed\r\n", s->tag);
+}
+
+static void delete_run(struct imap_session *s)
+{
+	char name[MAILBOX_NAME_MAX];
+	name_of(s->cmd->u.mailbox, name);
+	enum storage_status st = ST_OK;
+	const char *err = NULL;
+	if (s->state == IMAP_STATE_SELECTED && strcmp(name, s->sel_name) == 0) {
+		buf_printf(&s->out, "%s NO [INUSE] Mailbox is selected\r\n", s->tag);
+		return;
+	}
+	if (store_mailbox_delete(s->sh, s->user, name, &st, &err) < 0)
+		status_write(s, st, "DELETE");
+	else
+		buf_printf(&s->out, "%s OK DELETE completed\r\n", s->tag);
+}
+
+static void rename_run(struct imap_session *s)
+{
+	char from[MAILBOX_NAME_MAX], to[MAILBOX_NAME_MAX];
+	name_of(s->cmd->u.rename.from, from);
+	name_of(s->cmd->u.rename.to, to);
+	enum storage_status st = ST_OK;
+	const char *err = NULL;
+	if (store_mailbox_rename(s->sh, s->user, from, to, &st, &err) < 0)
+		status_write(s, st, "RENAME");
+	else
+		buf_printf(&s->out, "%s OK RENAME completed\r\n", s->tag);
+}
+
+static void subscribe_run(struct imap_session *s)
+{
+	char name[MAILBOX_NAME_MAX];
+	name_of(s->cmd->u.mailbox, name);
+	bool on = s->cmd->cmd == IMAP_CMD_SUBSCRIBE;
+	enum storage_status st = ST_OK;
+	const char *err = NULL;
+	if (store_mailbox_subscribe(s->sh, s->user, name, on, &st, &err) < 0)
+		status_write(s, st, on ? "SUBSCRIBE" : "UNSUBSCRIBE");
+	else
+		buf_printf(&s->out, "%s OK %s completed\r\n", s->tag,
+			   on ? "SUBSCRIBE" : "UNSUBSCRIBE");
+}
+
+static void status_run(struct imap_session *s)
+{
+	const struct imap_command *cmd = s->cmd;
+	char name[MAILBOX_NAME_MAX];
+	name_of(cmd->u.status.mailbox, name);
+	struct mailbox_info mi;
+	enum storage_status st = ST_OK;
+	const char *err = NULL;
+	if (store_mailbox_get(s->sh, s->user, name, &mi, &st, &err) < 0) {
+		status_write(s, st, "STATUS");
+		return;
+	}
+	unsigned it = cmd->u.status.items;
+	buf_printf(&s->out, "* STATUS ");
+	imap_put_mailbox(s, &s->out, mi.name);
+	buf_printf(&s->out, " (");
+	const char *sp = "";
+	if (it & IMAP_STATUS_MESSAGES) {
+		buf_printf(&s->out, "%sMESSAGES %u", sp, mi.messages);
+		sp = " ";
+	}
+	if (it & IMAP_STATUS_UIDNEXT) {
+		buf_printf(&s->out, "%sUIDNEXT %u", sp, mi.uidnext);
+		sp = " ";
+	}
+	if (it & IMAP_STATUS_UIDVALIDITY) {
+		buf_printf(&s->out, "%sUIDVALIDITY %u", sp, mi.uidvalidity);
+		sp = " ";
+	}
+	if (it & IMAP_STATUS_UNSEEN) {
+		buf_printf(&s->out, "%sUNSEEN %u", sp, mi.unseen);
+		sp = " ";
+	}
+	if (it & IMAP_STATUS_SIZE) {
+		buf_printf(&s->out, "%sSIZE %llu", sp, (unsigned long long)mi.size);
+		sp = " ";
+	}
+	if (it & IMAP_STATUS_RECENT) {
+		buf_printf(&s->out, "%sRECENT 0", sp);
+		sp = " ";
+	}
+	if (it & IMAP_STATUS_HIGHESTMODSEQ) {
+		buf_printf(&s->out, "%sHIGHESTMODSEQ %llu", sp, (unsigned long long)mi.highestmodseq);
+		sp = " ";
+	}
+	buf_printf(&s->out, ")\r\n%s OK STATUS completed\r\n", s->tag);
+}
+
+/* '*' matches anything, '%' anything but the delimiter. INBOX matches
+ * case-insensitively. */
+static bool list_match(const char *pat, const char *name, bool nocase)
+{
+	for (;; pat++, name++) {
+		if (*pat == '*' || *pat == '%') {
+			bool star = *pat == '*';
+			while (pat[1] == '*' || pat[1] == '%') {
+				star = star || pat[1] == '*';
+				pat++;
+			}
+			for (const char *n = name;; n++) {
+				if (list_match(pat + 1, n, nocase))
+					return true;
+				if (!*n || (!star && *n == '/'))
+					return false;
+			}
+		}
+		char a = *pat, b = *name;
+		if (nocase) {
+			a = (char)tolower((unsigned char)a);
+			b = (char)tolower((unsigned char)b);
+		}
+		if (a != b)
+			return false;
+		if (!*pat)
+			return true;
+	}
+}
+
+static void list_run(struct imap_session *s)
+{
+	const struct imap_command *cmd = s->cmd;
+	bool lsub = cmd->cmd == IMAP_CMD_LSUB;
+	const char *what = lsub ? "LSUB" : "LIST";
+	unsigned sel = cmd->u.list.select_opts, ret = cmd->u.list.return_opts;
+	if (lsub)
+		sel |= IMAP_LIST_SEL_SUBSCRIBED;
+	char ref[MAILBOX_NAME_MAX];
+	imap_view_cstr(cmd->u.list.reference, ref, sizeof(ref));
+	if (cmd->u.list.pattern_count == 1 && cmd->u.list.patterns[0].len == 0) {
+		buf_printf(&s->out, "* %s (\\Noselect) \"/\" \"\"\r\n%s OK %s completed\r\n", what,
+			   s->tag, what);
+		return;
+	}
+	struct mailbox_info *boxes = NULL;
+	size_t n = 0;
+	const char *err = NULL;
+	if (store_mailbox_list(s->sh, s->user, &boxes, &n, &err) < 0) {
+		buf_printf(&s->out, "%s NO [SERVERBUG] Storage error\r\n", s->tag);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const char *name = boxes[i].name;
+		bool match = false;
+		for (size_t k = 0; k < cmd->u.list.pattern_count && !match; k++) {
+			char pat[2 * MAILBOX_NAME_MAX];
+			snprintf(pat, sizeof(pat), "%s%.*s", ref, (int)cmd->u.list.patterns[k].len,
+				 (const char *)cmd->u.list.patterns[k].ptr);
+			match = list_match(pat, name, false) ||
+				(strcmp(name, "INBOX") == 0 && list_match(pat, name, true));
+		}
+		if (!match)
+			continue;
+		if ((sel & IMAP_LIST_SEL_SUBSCRIBED) && !boxes[i].subscribed)
+			continue;
+		if ((sel & IMAP_LIST_SEL_SPECIAL_USE) && !boxes[i].special_use)
+			continue;
+		size_t nl = strlen(name);
+		bool children = false;
+		for (size_t k = 0; k < n && !children; k++)
+			children = strncmp(boxes[k].name, name, nl) == 0 && boxes[k].name[nl] == '/';
+		buf_printf(&s->out, "* %s (", what);
+		const char *sp = "";
+		if (!lsub) {
+			buf_printf(&s->out, "%s", children ? "\\HasChildren" : "\\HasNoChildren");
+			sp = " ";
+		}
+		if (!lsub && (boxes[i].subscribed && ((ret & IMAP_LIST_RET_SUBSCRIBED) ||
+						      (sel & IMAP_LIST_SEL_SUBSCRIBED)))) {
+			buf_printf(&s->out, "%s\\Subscribed", sp);
+			sp = " ";
+		}
+		static const struct {
+			uint32_t bit;
+			const char *name;
+		} su[] = {
+			{ SPECIAL_SENT, "\\Sent" },	  { SPECIAL_DRAFTS, "\\Drafts" },
+			{ SPECIAL_TRASH, "\\Trash" },	  { SPECIAL_JUNK, "\\Junk" },
+			{ SPECIAL_ARCHIVE, "\\Archive" }, { SPECIAL_ALL, "\\All" },
+			{ SPECIAL_FLAGGED, "\\Flagged" },
+		};
+		for (size_t k = 0; k < ARRAY_LEN(su) && !lsub; k++) {
+			if (boxes[i].special_use & su[k].bit) {
+				buf_printf(&s->out, "%s%s", sp, su[k].name);
+				sp = " ";
+			}
+		}
+		buf_printf(&s->out, ") \"/\" ");
+		imap_put_mailbox(s, &s->out, name);
+		buf_printf(&s->out, "\r\n");
+	}
+	/* Levels of hierarchy that are not mailboxes themselves ("a" when only
+	 * "a/b" exists) match too, as \Noselect (RFC 9051 6.3.9). */
+	char **parents = NULL;
+	size_t np = 0;
+	for (size_t i = 0; i < n && !lsub && !(sel & (IMAP_LIST_SEL_SUBSCRIBED |
+						      IMAP_LIST_SEL_SPECIAL_USE)); i++) {
+		for (const char *sl = strchr(boxes[i].name, '/'); sl; sl = strchr(sl + 1, '/')) {
+			char pre[MAILBOX_NAME_MAX];
+			snprintf(pre, sizeof(pre), "%.*s", (int)(sl - boxes[i].name), boxes[i].name);
+			bool known = false;
+			for (size_t k = 0; k < n && !known; k++)
+				known = strcmp(boxes[k].name, pre) == 0;
+			for (size_t k = 0; k < np && !known; k++)
+				known = strcmp(parents[k], pre) == 0;
+			bool match = false;
+			for (size_t k = 0; k < cmd->u.list.pattern_count && !match && !known; k++) {
+				char pat[2 * MAILBOX_NAME_MAX];
+				snprintf(pat, sizeof(pat), "%s%.*s", ref,
+					 (int)cmd->u.list.patterns[k].len,
+					 (const char *)cmd->u.list.patterns[k].ptr);
+				match = list_match(pat, pre, false);
+			}
+			if (known || !match)
+				continue;
+			parents = xrealloc(parents, (np + 1) * sizeof(char *));
+			parents[np++] = xstrdup(pre);
+			buf_printf(&s->out, "* %s (\\Noselect \\HasChildren) \"/\" ", what);
+			imap_put_mailbox(s, &s->out, pre);
+			buf_printf(&s->out, "\r\n");
+		}
+	}
+	for (size_t k = 0; k < np; k++)
+		free(parents[k]);
+	free(parents);
+	free(boxes);
+	buf_printf(&s->out, "%s OK %s completed\r\n", s->tag, what);
+}
+
+/* ---- IDLE ---------------------------------------------------------------------- */
+
+static void idle_sync_run(struct imap_session *s)
+{
+	imap_sync_selected(s);
+}
+
+static void idle_sync_done(struct imap_session *s)
+{
+	if (s->idling && s->c)
+		timer_start(s->loop, &s->idle_timer, IMAP_IDLE_POLL_MS);
+}
+
+static void idle_tick(struct timer *t)
+{
+	struct imap_session *s = t->arg;
+	if (!s->idling || !s->c)
+		return;
+	if (s->busy) {
+		timer_start(s->loop, t, IMAP_IDLE_POLL_MS);
+		return;
+	}
+	imap_post(s, idle_sync_run, idle_sync_done);
+}
+
+static void cmd_idle(struct imap_session *s)
+{
+	s->idling = true;
+	imap_reply(s, "+ idling\r\n");
+	if (s->state == IMAP_STATE_SELECTED)
+		timer_start(s->loop, &s->idle_timer, IMAP_IDLE_POLL_MS);
+}
+
+/* Input while idling: only "DONE" is expected. */
+static ssize_t idle_input(struct imap_session *s, const uint8_t *data, size_t len)
+{
+	size_t consumed = 0;
+	enum imap_result r = imap_idle_done(data, len, &consumed);
+	if (r == IMAP_MORE)
+		return 0;
+	s->idling = false;
+	if (timer_armed(&s->idle_timer))
+		timer_stop(s->loop, &s->idle_timer);
+	if (r == IMAP_OK) {
+		imap_reply(s, "%s OK IDLE terminated\r\n", s->tag);
+	} else if (r == IMAP_BAD) {
+		imap_bad(s, "Expected DONE");
+	} else {
+		imap_reply(s, "* BYE line too long\r\n");
+		conn_close(s->c);
+		return (ssize_t)len;
+	}
+	return (ssize_t)consumed;
+}
+
+/* ---- dispatch ---------------------------------------------------------------- */
+
+enum cmd_states {
+	ANY = 7,
+	NOTAUTH = 1,
+	AUTH_ONLY = 2,
+	AUTHED = 6, /* authenticated or selected */
+	SELECTED = 4,
+};
+
+static unsigned state_bit(enum imap_state st)
+{
+	switch (st) {
+	case IMAP_STATE_NOT_AUTH: return 1;
+	case IMAP_STATE_AUTH: return 2;
+	case IMAP_STATE_SELECTED: return 4;
+	default: return 0;
+	}
+}
+
+static unsigned cmd_allowed(enum imap_cmd c)
+{
+	switch (c) {
+	case IMAP_CMD_CAPABILITY:
+	case IMAP_CMD_NOOP:
+	case IMAP_CMD_LOGOUT:
+	case IMAP_CMD_ID:
+		return ANY;
+	case IMAP_CMD_IDLE:
+		return AUTHED;
+	case IMAP_CMD_LOGIN:
+	case IMAP_CMD_AUTHENTICATE:
+		return NOTAUTH;
+	case IMAP_CMD_ENABLE:
+		return AUTH_ONLY; /* RFC 9051 6.3.1 */
+	case IMAP_CMD_SELECT:
+	case IMAP_CMD_EXAMINE:
+	case IMAP_CMD_CREATE:
+	case IMAP_CMD_DELETE:
+	case IMAP_CMD_RENAME:
+	case IMAP_CMD_SUBSCRIBE:
+	case IMAP_CMD_UNSUBSCRIBE:
+	case IMAP_CMD_LIST:
+	case IMAP_CMD_LSUB:
+	case IMAP_CMD_NAMESPACE:
+	case IMAP_CMD_STATUS:
+	case IMAP_CMD_APPEND:
+		return AUTHED;
+	case IMAP_CMD_CHECK:
+	case IMAP_CMD_CLOSE:
+	case IMAP_CMD_UNSELECT:
+	case IMAP_CMD_EXPUNGE:
+	case IMAP_CMD_SEARCH:
+	case IMAP_CMD_FETCH:
+	case IMAP_CMD_STORE:
+	case IMAP_CMD_COPY:
+	case IMAP_CMD_MOVE:
+		return SELECTED;
+	default:
+		return 0;
+	}
+}
+
+static void dispatch(struct imap_session *s, const struct imap_command *cmd)
+{
+	s->cmd = cmd;
+	LOG_DEBUG("imap", s->id, "command", "name=%s uid=%d state=%s", imap_cmd_str(cmd->cmd),
+		  cmd->uid ? 1 : 0, imap_state_str(s->state));
+	unsigned allowed = cmd_allowed(cmd->cmd);
+	if (cmd->cmd != IMAP_CMD_APPEND) {
+		body_writer_free(&s->bw);
+		s->bw_count = 0;
+	}
+	if (!allowed) {
+		if (cmd->cmd == IMAP_CMD_UNKNOWN)
+			imap_bad(s, "Unknown command");
+		else
+			imap_bad(s, "Command not supported");
+		s->cmd = NULL;
+		return;
+	}
+	if (!(allowed & state_bit(s->state))) {
+		if (s->state == IMAP_STATE_NOT_AUTH)
+			imap_bad(s, "Log in first");
+		else if (allowed == NOTAUTH)
+			imap_bad(s, "Already authenticated");
+		else if (allowed == AUTH_ONLY)
+			imap_bad(s, "Not valid with a mailbox selected");
+		else
+			imap_bad(s, "No mailbox selected");
+		body_writer_free(&s->bw);
+		s->bw_count = 0;
+		s->cmd = NULL;
+		return;
+	}
+	switch (cmd->cmd) {
+	case IMAP_CMD_CAPABILITY:
+		imap_reply(s, "* CAPABILITY " IMAP_CAPS "\r\n%s OK CAPABILITY completed\r\n",
+			   s->tag);
+		break;
+	case IMAP_CMD_NOOP:
+	case IMAP_CMD_CHECK:
+		imap_cmd_noop(s);
+		break;
+	case IMAP_CMD_LOGOUT:
+		cmd_logout(s);
+		break;
+	case IMAP_CMD_ID:
+		cmd_id(s);
+		break;
+	case IMAP_CMD_IDLE:
+		cmd_idle(s);
+		break;
+	case IMAP_CMD_LOGIN:
+		start_auth(s, "login", cmd->u.login.user, cmd->u.login.pass);
+		break;
+	case IMAP_CMD_AUTHENTICATE:
+		cmd_authenticate(s);
+		break;
+	case IMAP_CMD_ENABLE:
+		cmd_enable(s);
+		break;
+	case IMAP_CMD_NAMESPACE:
+		imap_reply(s, "* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n%s OK NAMESPACE completed\r\n",
+			   s->tag);
+		break;
+	case IMAP_CMD_SELECT:
+	case IMAP_CMD_EXAMINE:
+		if (!name_ok(cmd->u.select.mailbox)) {
+			imap_bad(s, "Invalid mailbox name");
+			break;
+		}
+		imap_cmd_select(s, cmd->cmd == IMAP_CMD_EXAMINE);
+		break;
+	case IMAP_CMD_CREATE:
+		if (!name_ok(cmd->u.create.mailbox))
+			imap_bad(s, "Invalid mailbox name");
+		else
+			imap_post(s, create_run, NULL);
+		break;
+	case IMAP_CMD_DELETE:
+	case IMAP_CMD_SUBSCRIBE:
+	case IMAP_CMD_UNSUBSCRIBE:
+		if (!name_ok(cmd->u.mailbox))
+			imap_bad(s, "Invalid mailbox name");
+		else
+			imap_post(s, cmd->cmd == IMAP_CMD_DELETE ? delete_run : subscribe_run, NULL);
+		break;
+	case IMAP_CMD_RENAME:
+		if (!name_ok(cmd->u.rename.from) || !name_ok(cmd->u.rename.to))
+			imap_bad(s, "Invalid mailbox name");
+		else
+			imap_post(s, rename_run, NULL);
+		break;
+	case IMAP_CMD_LIST:
+	case IMAP_CMD_LSUB:
+		if (cmd->u.list.reference.len >= MAILBOX_NAME_MAX)
+			imap_bad(s, "Reference too long");
+		else if (cmd->u.list.return_opts & IMAP_LIST_RET_STATUS)
+			imap_reply(s, "%s NO [CANNOT] LIST-STATUS not supported\r\n", s->tag);
+		else
+			imap_post(s, list_run, NULL);
+		break;
+	case IMAP_CMD_STATUS:
+		if (!name_ok(cmd->u.status.mailbox))
+			imap_bad(s, "Invalid mailbox name");
+		else
+			imap_post(s, status_run, NULL);
+		break;
+	case IMAP_CMD_APPEND:
+		imap_cmd_append(s);
+		break;
+	case IMAP_CMD_CLOSE:
+		imap_cmd_close(s, !s->sel_readonly);
+		break;
+	case IMAP_CMD_UNSELECT:
+		imap_cmd_close(s, false);
+		break;
+	case IMAP_CMD_EXPUNGE:
+		imap_cmd_expunge(s);
+		break;
+	case IMAP_CMD_SEARCH:
+		imap_cmd_search(s);
+		break;
+	case IMAP_CMD_FETCH:
+		imap_cmd_fetch(s);
+		break;
+	case IMAP_CMD_STORE:
+		imap_cmd_store(s);
+		break;
+	case IMAP_CMD_COPY:
+	case IMAP_CMD_MOVE:
+		imap_cmd_copy(s, cmd->cmd == IMAP_CMD_MOVE);
+		break;
+	default:
+		imap_bad(s, "Command not supported");
+		break;
+	}
+	if (!s->busy)
+		s->cmd = NULL;
+}
+
+static ssize_t on_data_inner(struct imap_session *s, const uint8_t *data, size_t len)
+{
+	if (s->busy || s->state == IMAP_STATE_LOGOUT)
+		return 0;
+	if (s->sasl_wait)
+		return sasl_line(s, data, len);
+	if (s->idling)
+		return idle_input(s, data, len);
+	size_t consumed = 0;
+	enum imap_result r = imap_parser_feed(s->parser, data, len, &consumed);
+	switch (r) {
+	case IMAP_MORE:
+		break;
+	case IMAP_LITERAL_WAIT: {
+		struct imap_literal_info li = imap_parser_literal(s->parser);
+		if (li.accepted) {
+			imap_reply(s, "+ OK\r\n");
+			break;
+		}
+		set_tag(s, imap_parser_tag(s->parser));
+		body_writer_free(&s->bw);
+		s->bw_count = 0;
+		if (li.append)
+			imap_reply(s, "%s NO [TOOBIG] %s\r\n", s->tag, imap_parser_error(s->parser));
+		else
+			imap_bad(s, imap_parser_error(s->parser));
+		break;
+	}
+	case IMAP_BAD:
+		set_tag(s, imap_parser_tag(s->parser));
+		body_writer_free(&s->bw);
+		s->bw_count = 0;
+		imap_bad(s, imap_parser_error(s->parser));
+		break;
+	case IMAP_FATAL:
+		body_writer_free(&s->bw);
+		s->bw_count = 0;
+		LOG_INFO("imap", s->id, "fatal", "reason=\"%s\"", imap_parser_error(s->parser));
+		imap_reply(s, "* BYE %s\r\n", imap_parser_error(s->parser));
+		conn_close(s->c);
+		return (ssize_t)len;
+	case IMAP_OK: {
+		const struct imap_command *cmd = imap_parser_command(s->parser);
+		set_tag(s, cmd->tag);
+		dispatch(s, cmd);
+		break;
+	}
+	}
+	return (ssize_t)consumed;
+}
+
+static ssize_t on_data(struct conn *c, const uint8_t *data, size_t len)
+{
+	struct imap_session *s = conn_user(c);
+	s->in_cb++;
+	ssize_t r = on_data_inner(s, data, len);
+	s->in_cb--;
+	if (session_maybe_free(s))
+		return -1;
+	return r;
+}
+
+static void on_close(struct conn *c, enum conn_close_reason why)
+{
+	struct imap_session *s = conn_user(c);
+	LOG_INFO("imap", s->id, "close", "reason=%s state=%s errors=%u",
+		 conn_close_reason_str(why), imap_state_str(s->state), s->errors);
+	s->c = NULL;
+	s->closed = true;
+	if (s->busy && !s->in_flight)
+		s->busy = false; /* a FETCH waiting for a drain that will not come */
+	session_maybe_free(s);
+}
+
+static const struct conn_handler imap_handler = {
+	.name = "imap",
+	.on_data = on_data,
+	.on_drain = on_drain,
+	.on_close = on_close,
+};
+
+void imap_session_accept(struct conn *c, void *node)
+{
+	struct imap_session *s = xcalloc(1, sizeof(*s));
+	s->c = c;
+	s->node = node;
+	s->loop = node_loop(node);
+	s->id = conn_id(c);
+	s->state = IMAP_STATE_NOT_AUTH;
+	struct imap_limits lim = imap_limits_preauth();
+	s->parser = imap_parser_new(&lim);
+	timer_init(&s->idle_timer, idle_tick, s);
+	buf_init(&s->out, IMAP_OUT_MAX);
+	conn_set_handler(c, &imap_handler, s);
+	conn_set_idle_timeout(c, IMAP_IDLE_PREAUTH_MS);
+	char peer[64];
+	LOG_INFO("imap", s->id, "accept", "peer=%s", conn_peer_str(c, peer, sizeof(peer)));
+	imap_reply(s, "* OK [CAPABILITY " IMAP_CAPS "] mailcluster IMAP4rev2 ready\r\n");
+}
