@@ -15,13 +15,15 @@ accepts connections. `down` stops exactly what `up` started (by PID).
 Running `up` twice is safe.
 
 Ports (P = port base, default 10000): Redis P+379, node I RPC P+7000+I,
-node I metrics P+9100+I, proxy metrics P+9100. Mail ports (SMTP P+25,
+node I IMAP P+7100+I and POP3 P+7200+I (plaintext, loopback), node I
+metrics P+9100+I, proxy metrics P+9100. Mail ports (SMTP P+25,
 submission P+587, submissions P+465, IMAP P+143, IMAPS P+993, POP3 P+110,
 POP3S P+995) are reserved for the proxy issue and written to cluster.env
 already.
 """
 import argparse
 import os
+import re
 import shutil
 import signal
 import socket
@@ -126,6 +128,15 @@ class Cluster:
 
     def node_rpc(self, i):
         return self.port_base + 7000 + i
+
+    def node_imap(self, i):
+        return self.port_base + 7100 + i
+
+    def node_pop3(self, i):
+        return self.port_base + 7200 + i
+
+    def node_range(self, i):
+        return (i - 1) * 256 // self.nodes, i * 256 // self.nodes - 1
 
     def node_metrics(self, i):
         return self.port_base + 9100 + i
@@ -237,6 +248,21 @@ class Cluster:
         os.chmod(pwfile, 0o600)
         return password
 
+    def owner_node(self, bins, user):
+        """Index of the node holding user's shard (the fixed slices)."""
+        env = dict(os.environ, REDIS_URL=self.redis_url)
+        r = subprocess.run([bins["mailctl"], "--json", "user", "show", user], env=env,
+                           capture_output=True, text=True)
+        m = re.search(r'"shard":(\d+)', r.stdout)
+        if not m:
+            return 1
+        shard = int(m.group(1))
+        for i in range(1, self.nodes + 1):
+            lo, hi = self.node_range(i)
+            if lo <= shard <= hi:
+                return i
+        return 1
+
     def write_env(self, bins, ca, password):
         p = self.port_base
         env = {
@@ -247,6 +273,9 @@ class Cluster:
             "NODES": self.nodes, "PROXY_METRICS": f"http://127.0.0.1:{self.proxy_metrics}/metrics",
             "DEMO_USER": DEMO_USER, "DEMO_PASSWORD": password,
         }
+        owner = self.owner_node(bins, DEMO_USER)
+        env["DEMO_NODE_IMAP_PORT"] = self.node_imap(owner)
+        env["DEMO_NODE_POP3_PORT"] = self.node_pop3(owner)
         for i in range(1, self.nodes + 1):
             env[f"NODE{i}_RPC"] = f"127.0.0.1:{self.node_rpc(i)}"
             env[f"NODE{i}_METRICS"] = f"http://127.0.0.1:{self.node_metrics(i)}/metrics"
@@ -277,12 +306,14 @@ class Cluster:
         os.makedirs(data, exist_ok=True)
         # Until the shard map exists, node I of N owns a fixed slice of the
         # 256 shards.
-        lo, hi = (i - 1) * 256 // self.nodes, i * 256 // self.nodes - 1
+        lo, hi = self.node_range(i)
         pid = self.spawn(name, [bins["mailnode"],
                                 "--set", f"node.id={name}",
                                 "--set", "shards.count=256",
                                 "--set", f"shards.local={lo}-{hi}",
                                 "--set", f"rpc.listen=127.0.0.1:{self.node_rpc(i)}",
+                                "--set", f"imap.listen=127.0.0.1:{self.node_imap(i)}",
+                                "--set", f"pop3.listen=127.0.0.1:{self.node_pop3(i)}",
                                 "--set", f"metrics.listen=127.0.0.1:{self.node_metrics(i)}",
                                 "--set", f"redis.url={self.redis_url}",
                                 "--set", f"data.dir={data}"])
@@ -325,8 +356,14 @@ def cmd_up(args):
     password = c.demo_user(bins)
     c.write_env(bins, ca, password)
     env = os.path.join(c.dir, "cluster.env")
+    owner = c.owner_node(bins, DEMO_USER)
     print(f"""cluster is up: Redis, {c.nodes} mailnode(s), 1 mailproxy ({c.dir})
 demo user: {DEMO_USER}  password: {password}
+its mailbox is on node{owner}: IMAP 127.0.0.1:{c.node_imap(owner)}, POP3 127.0.0.1:{c.node_pop3(owner)}
+(plaintext, loopback only; the proxy's TLS ports come with the proxy issue)
+
+  curl -s --user '{DEMO_USER}:{password}' imap://127.0.0.1:{c.node_imap(owner)}/INBOX -X 'FETCH 1 BODY[]'
+  curl -s --user '{DEMO_USER}:{password}' pop3://127.0.0.1:{c.node_pop3(owner)}/1
 
   export REDIS_URL={c.redis_url}
   {bins['mailctl']} status
@@ -336,8 +373,9 @@ demo user: {DEMO_USER}  password: {password}
   curl -s http://127.0.0.1:{c.node_metrics(1)}/metrics
 
 settings: {env}; logs: {c.logdir}; stop with: {os.path.join(HERE, "local-cluster")} down --dir {c.dir}
-SMTP/IMAP/POP3 are not served yet: they arrive with the node and proxy
-issues (see README.md); mail is stored and listed through mailctl today.""")
+SMTP and the proxy's client ports (TLS, routing) arrive with the proxy issue
+(see README.md); today mail goes in with mailctl deliver and out with IMAP/POP3
+on the owning node.""")
 
 
 def cmd_status(args):

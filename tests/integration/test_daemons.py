@@ -239,6 +239,29 @@ def run(t):
                           env=dict(os.environ, REDIS_URL=kv.get("REDIS_URL", "")))
     t.check(rc == 0 and '"name":"INBOX"' in out and '"messages":1' in out,
             "the demo user exists with a welcome message in INBOX", out + err)
+    import imaplib
+    import poplib
+    try:
+        im = imaplib.IMAP4("127.0.0.1", int(kv.get("DEMO_NODE_IMAP_PORT", "0")), timeout=10)
+        im.login(kv["DEMO_USER"], kv["DEMO_PASSWORD"])
+        typ, _ = im.select("INBOX")
+        typ2, data = im.fetch("1", "(BODY.PEEK[])")
+        im.logout()
+        body = data[0][1] if data and isinstance(data[0], tuple) else b""
+        t.check(typ == "OK" and typ2 == "OK" and b"Welcome to your mail cluster" in body,
+                "IMAP on the demo user's node: login and fetch the welcome message")
+    except Exception as e:  # noqa: BLE001 - reported as a failed check
+        t.check(False, "IMAP on the demo user's node: login and fetch the welcome message",
+                repr(e))
+    try:
+        po = poplib.POP3("127.0.0.1", int(kv.get("DEMO_NODE_POP3_PORT", "0")), timeout=10)
+        po.user(kv["DEMO_USER"])
+        po.pass_(kv["DEMO_PASSWORD"])
+        count, _ = po.stat()
+        po.quit()
+        t.check(count == 1, "POP3 on the demo user's node: one message")
+    except Exception as e:  # noqa: BLE001
+        t.check(False, "POP3 on the demo user's node: one message", repr(e))
     rc, out, err = mt.run(["python3", lc, "up", "--dir", cdir], timeout=60, env=env)
     t.check(rc == 0, "local-cluster up twice is safe", out + err)
     rc, out, err = mt.run(["python3", lc, "stop-node", "2", "--dir", cdir], timeout=30)
