@@ -25,7 +25,10 @@ const char *imap_state_str(enum imap_state st);
 #define IMAP_STEP_BYTES (256 * 1024)
 /* Output a worker may produce at once (hard cap). */
 #define IMAP_OUT_MAX (64u * 1024 * 1024)
-#define IMAP_IDLE_POLL_MS 1000
+/* IDLE looks at the store's change counter of the selected mailbox this
+ * often (no I/O: an atomic load) and re-checks the mailbox only when it
+ * moved, so changes reach an idling client within ~50 ms. */
+#define IMAP_IDLE_POLL_MS 50
 
 struct imap_session {
 	struct conn *c; /* NULL once closed */
@@ -80,9 +83,11 @@ struct imap_session {
 	unsigned bw_count;
 	bool bw_too_large;
 
-	/* IDLE: the selected mailbox is polled every IMAP_IDLE_POLL_MS */
+	/* IDLE: the selected mailbox's change counter is watched every
+	 * IMAP_IDLE_POLL_MS */
 	bool idling;
 	struct timer idle_timer;
+	uint64_t idle_seen; /* store_mailbox_changes() at the last sync */
 
 	struct search_key *search;
 	struct imap_fetch *fetch;

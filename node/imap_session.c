@@ -920,10 +920,14 @@ static void idle_tick(struct timer *t)
 	struct imap_session *s = t->arg;
 	if (!s->idling || !s->c)
 		return;
-	if (s->busy) {
+	uint64_t now = store_mailbox_changes(s->sh, s->sel_id);
+	if (s->busy || now == s->idle_seen) {
 		timer_start(s->loop, t, IMAP_IDLE_POLL_MS);
 		return;
 	}
+	/* Read the counter before the sync: a change during it is seen at
+	 * the next tick. */
+	s->idle_seen = now;
 	imap_post(s, idle_sync_run, idle_sync_done);
 }
 
@@ -931,8 +935,11 @@ static void cmd_idle(struct imap_session *s)
 {
 	s->idling = true;
 	imap_reply(s, "+ idling\r\n");
-	if (s->state == IMAP_STATE_SELECTED)
-		timer_start(s->loop, &s->idle_timer, IMAP_IDLE_POLL_MS);
+	if (s->state == IMAP_STATE_SELECTED) {
+		/* Anything since the last command is reported at once. */
+		s->idle_seen = store_mailbox_changes(s->sh, s->sel_id) - 1;
+		timer_start(s->loop, &s->idle_timer, 0);
+	}
 }
 
 /* Input while idling: only "DONE" is expected. */

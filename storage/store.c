@@ -14,6 +14,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -503,6 +504,27 @@ static int r_get(struct shard *sh, const void *k, size_t kl, struct buf *out, co
 	buf_append(out, v, vl);
 	free(v);
 	return 1;
+}
+
+/* ---- change counters --------------------------------------------------- */
+
+#define CHANGE_SLOTS 65536u
+static _Atomic uint64_t change_slots[CHANGE_SLOTS];
+
+static _Atomic uint64_t *change_slot(const struct shard *sh, uint64_t mbid)
+{
+	uint64_t h = (mbid ^ ((uint64_t)sh->id << 40)) * 0x9e3779b97f4a7c15ull;
+	return &change_slots[h >> 48];
+}
+
+static void mailbox_changed(const struct shard *sh, uint64_t mbid)
+{
+	atomic_fetch_add_explicit(change_slot(sh, mbid), 1, memory_order_release);
+}
+
+uint64_t store_mailbox_changes(const struct shard *sh, uint64_t mailbox_id)
+{
+	return atomic_load_explicit(change_slot(sh, mailbox_id), memory_order_acquire);
 }
 
 /* ---- raw key/value access --------------------------------------------- */
@@ -1362,6 +1384,11 @@ int store_mailbox_rename(struct shard *sh, const char *user, const char *from, c
 		if (w_mailbox_create(sh, user, to, SPECIAL_NONE, false, &nm, status_r, error_r) < 0 ||
 		    w_move_all(sh, id, nm.id, error_r) < 0)
 			goto out;
+		set_ok(status_r);
+		int ret2 = sh_end(sh, true, status_r, error_r);
+		if (ret2 == 0)
+			mailbox_changed(sh, id);
+		return ret2;
 	} else {
 		struct key k;
 		key_mbname(&k, user, "");
@@ -1427,7 +1454,10 @@ int store_mailbox_delete(struct shard *sh, const char *user, const char *name,
 		goto io;
 	w_save_user(sh, &u);
 	set_ok(status_r);
-	return sh_end(sh, true, status_r, error_r);
+	int ret = sh_end(sh, true, status_r, error_r);
+	if (ret == 0)
+		mailbox_changed(sh, id);
+	return ret;
 io:
 	sh_abort(sh);
 	return fail_io(error_r, status_r);
@@ -1687,6 +1717,7 @@ int store_deliver(struct shard *sh, struct body_writer *bw, uint64_t internal_da
 		u->used_messages++;
 		t[i].uid_r = msg.uid;
 		t[i].uidvalidity_r = m->m.uidvalidity;
+		t[i].mailbox_id_r = mbid;
 		ok++;
 	}
 	if (ret == 0 && ok) {
@@ -1739,7 +1770,12 @@ int store_deliver(struct shard *sh, struct body_writer *bw, uint64_t internal_da
 		return fail_io(error_r, status_r);
 	}
 	set_ok(status_r);
-	return sh_end(sh, ok > 0, status_r, error_r);
+	int ret2 = sh_end(sh, ok > 0, status_r, error_r);
+	if (ret2 == 0)
+		for (size_t i = 0; i < n; i++)
+			if (t[i].status_r == ST_OK && t[i].uid_r)
+				mailbox_changed(sh, t[i].mailbox_id_r);
+	return ret2;
 }
 
 /* ---- message reads -------------------------------------------------------- */
@@ -2024,6 +2060,8 @@ int store_flags(struct shard *sh, uint64_t mailbox_id, const uint32_t *uids, siz
 		w_save_mbox(sh, &m);
 	set_ok(status_r);
 	int ret = sh_end(sh, nc > 0, status_r, error_r);
+	if (ret == 0 && nc)
+		mailbox_changed(sh, mailbox_id);
 	if (ret == 0 && nf && status_r)
 		*status_r = ST_MODIFIED;
 	*changed_r = changed;
@@ -2091,6 +2129,8 @@ int store_expunge(struct shard *sh, uint64_t mailbox_id, const uint32_t *uids, s
 	}
 	set_ok(status_r);
 	int ret = sh_end(sh, ng > 0, status_r, error_r);
+	if (ret == 0 && ng)
+		mailbox_changed(sh, mailbox_id);
 	*expunged_r = gone;
 	*n_r = ng;
 	return ret;
@@ -2204,6 +2244,11 @@ int store_copy(struct shard *sh, uint64_t from_mailbox, uint64_t to_mailbox,
 	}
 	set_ok(status_r);
 	int ret = sh_end(sh, k > 0, status_r, error_r);
+	if (ret == 0 && k) {
+		mailbox_changed(sh, to_mailbox);
+		if (move)
+			mailbox_changed(sh, from_mailbox);
+	}
 	*src_uids_r = s;
 	*dst_uids_r = d;
 	*n_r = k;

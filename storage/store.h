@@ -222,6 +222,7 @@ struct deliver_target {
 	uint32_t flags;            /* initial flags (APPEND), 0 for delivery */
 	const char *const *keywords; /* NULL-terminated or NULL */
 	/* results */
+	uint64_t mailbox_id_r;         /* the mailbox stored into */
 	uint32_t uid_r;
 	uint32_t uidvalidity_r;
 	enum storage_status status_r; /* per target: OK, OVER_QUOTA, NOT_FOUND */
@@ -292,6 +293,16 @@ int store_copy(struct shard *sh, uint64_t from_mailbox, uint64_t to_mailbox,
 int store_changes_since(struct shard *sh, uint64_t mailbox_id, uint64_t modseq,
 			struct msg_info **changed_r, size_t *n_changed_r,
 			uint32_t **vanished_r, size_t *n_vanished_r, const char **error_r);
+
+/* ---- change notification ------------------------------------------------- */
+
+/* A process-wide counter per mailbox, bumped after every durable change of
+ * the mailbox made through this process (delivery, APPEND, flags,
+ * expunge, copy/move, rename, delete). Lock-free to read from any thread:
+ * IDLE polls it cheaply instead of reading the store. Mailboxes whose
+ * (shard, id) hash alike share a counter, so a change may be reported for
+ * a mailbox that did not change (a spurious re-check), never missed. */
+uint64_t store_mailbox_changes(const struct shard *sh, uint64_t mailbox_id);
 
 /* ---- consistency ---------------------------------------------------------- */
 
