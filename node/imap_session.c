@@ -297,10 +297,19 @@ static void job_run(struct work *w)
 	s->run(s);
 }
 
+/* The command is over: the parser's memory for it goes too, so an idle
+ * session holds none. */
+static void cmd_clear(struct imap_session *s)
+{
+	s->cmd = NULL;
+	if (s->parser)
+		imap_parser_release(s->parser);
+}
+
 static void job_finish(struct imap_session *s)
 {
 	s->busy = false;
-	s->cmd = NULL;
+	cmd_clear(s);
 	if (s->c)
 		conn_resume(s->c);
 }
@@ -314,9 +323,12 @@ static void job_done(struct work *w)
 		s->done(s);
 	if (!s->closed && s->out.len)
 		session_write(s, s->out.data, s->out.len);
-	buf_reset(&s->out);
-	if (s->out.cap > IMAP_STEP_BYTES * 2)
+	/* An idle session owns no output buffer; a multi-step command keeps
+	 * it between steps unless it grew large. */
+	if (!s->more || s->out.cap > IMAP_STEP_BYTES * 2)
 		buf_cleanup(&s->out);
+	else
+		buf_reset(&s->out);
 	if (!s->closed && s->fatal) {
 		imap_reply(s, "* BYE internal error\r\n");
 		conn_close(s->c);
@@ -1042,7 +1054,7 @@ static void dispatch(struct imap_session *s, const struct imap_command *cmd)
 			imap_bad(s, "Unknown command");
 		else
 			imap_bad(s, "Command not supported");
-		s->cmd = NULL;
+		cmd_clear(s);
 		return;
 	}
 	if (!(allowed & state_bit(s->state))) {
@@ -1056,7 +1068,7 @@ static void dispatch(struct imap_session *s, const struct imap_command *cmd)
 			imap_bad(s, "No mailbox selected");
 		body_writer_free(&s->bw);
 		s->bw_count = 0;
-		s->cmd = NULL;
+		cmd_clear(s);
 		return;
 	}
 	switch (cmd->cmd) {
@@ -1163,7 +1175,7 @@ static void dispatch(struct imap_session *s, const struct imap_command *cmd)
 		break;
 	}
 	if (!s->busy)
-		s->cmd = NULL;
+		cmd_clear(s);
 }
 
 static ssize_t on_data_inner(struct imap_session *s, const uint8_t *data, size_t len)
