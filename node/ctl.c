@@ -55,7 +55,6 @@ static void usage(FILE *out)
 
 struct wait_reply {
 	bool done;
-	redisReply *copy_type_only;
 	int type;
 	long long integer;
 	char **elems;

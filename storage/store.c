@@ -2588,7 +2588,6 @@ long store_verify(struct shard *sh, void (*report)(void *arg, const char *line),
 	for (size_t i = 0; i < v.nmboxes; i++) {
 		struct vmbox *mb = &v.mboxes[i];
 		uint64_t n = 0, unseen = 0, size = 0;
-		uint32_t maxuid = 0;
 		for (size_t j = 0; j < v.nmsgs; j++) {
 			if (v.msgs[j].mbid != mb->id)
 				continue;
@@ -2596,7 +2595,6 @@ long store_verify(struct shard *sh, void (*report)(void *arg, const char *line),
 			unseen += !v.msgs[j].seen;
 			size += v.msgs[j].size;
 		}
-		UNUSED(maxuid);
 		if (n != mb->rec.m.messages || unseen != mb->rec.m.unseen || size != mb->rec.m.size)
 			vreport(&v,
 				"mailbox %s/%s: stored messages=%u unseen=%u size=%llu, counted %llu %llu %llu",
