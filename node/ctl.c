@@ -335,17 +335,12 @@ static int canonical_owner(const char *addr, char *out, size_t out_len)
 	return 0;
 }
 
-/* Find the live node serving addr's shard (from the membership in Redis,
- * until the shard map exists), or use --node. */
-static int find_node(struct ctl *c, const char *addr, struct node_ref *ref)
+/* Calls fn(arg, id, info) for every live node in the membership (info is
+ * its "addr=... shards=..." string) until fn returns non-zero. Returns 0,
+ * or 2 when there is no cluster to ask, 1 when Redis cannot be read. */
+static int foreach_live_node(struct ctl *c, int (*fn)(void *arg, const char *id, const char *info),
+			     void *arg)
 {
-	memset(ref, 0, sizeof(*ref));
-	if (canonical_owner(addr, ref->canonical, sizeof(ref->canonical)) < 0)
-		return 2;
-	if (c->node) {
-		snprintf(ref->addr, sizeof(ref->addr), "%s", c->node);
-		return 0;
-	}
 	if (!c->redis_url) {
 		fprintf(stderr, "mailctl: no cluster given: use --redis URL, REDIS_URL or --node\n");
 		return 2;
@@ -358,39 +353,69 @@ static int find_node(struct ctl *c, const char *addr, struct node_ref *ref)
 		fprintf(stderr, "mailctl: %s\n", err);
 		return 2;
 	}
-	int status = 1;
 	struct wait_reply members;
+	int status = 0;
 	if (redis_sync(c, rc, &members, "SMEMBERS %s", REGISTRY_NODES_SET) < 0 ||
 	    members.type != REDIS_REPLY_ARRAY) {
 		fprintf(stderr, "mailctl: cannot read the members from Redis at %s\n", c->redis_url);
-		free_wait(&members);
-		redis_client_free(&rc);
-		return 1;
+		status = 1;
 	}
-	for (size_t i = 0; i < members.n && status; i++) {
+	for (size_t i = 0; status == 0 && i < members.n; i++) {
 		if (!members.elems[i])
 			continue;
-		char key[160], spec[256], ns[16];
+		char key[160];
 		registry_member_key("node", members.elems[i], key, sizeof(key));
 		struct wait_reply info;
-		if (redis_sync(c, rc, &info, "GET %s", key) == 0 && info.type == REDIS_REPLY_STRING &&
-		    registry_info_get(info.str, "addr", ref->addr, sizeof(ref->addr)) == 0 &&
-		    registry_info_get(info.str, "nshards", ns, sizeof(ns)) == 0 &&
-		    registry_info_get(info.str, "shards", spec, sizeof(spec)) == 0) {
-			ref->nshards = (uint32_t)strtoul(ns, NULL, 10);
-			if (ref->nshards) {
-				ref->shard = (int)address_shard(view_cstr(ref->canonical), ref->nshards);
-				if (spec_has(spec, (uint32_t)ref->shard))
-					status = 0;
-			}
-		}
+		int stop = 0;
+		if (redis_sync(c, rc, &info, "GET %s", key) == 0 && info.type == REDIS_REPLY_STRING)
+			stop = fn(arg, members.elems[i], info.str);
 		free_wait(&info);
+		if (stop)
+			break;
 	}
 	free_wait(&members);
 	redis_client_free(&rc);
-	if (status)
-		fprintf(stderr, "mailctl: no live node serves the shard of %s\n", ref->canonical);
 	return status;
+}
+
+static int node_serving(void *arg, const char *id, const char *info)
+{
+	struct node_ref *ref = arg;
+	char spec[256], ns[16];
+	UNUSED(id);
+	if (registry_info_get(info, "addr", ref->addr, sizeof(ref->addr)) < 0 ||
+	    registry_info_get(info, "nshards", ns, sizeof(ns)) < 0 ||
+	    registry_info_get(info, "shards", spec, sizeof(spec)) < 0)
+		return 0;
+	ref->nshards = (uint32_t)strtoul(ns, NULL, 10);
+	if (ref->nshards) {
+		ref->shard = (int)address_shard(view_cstr(ref->canonical), ref->nshards);
+		if (spec_has(spec, (uint32_t)ref->shard))
+			return 1;
+	}
+	ref->addr[0] = '\0'; /* not this one */
+	return 0;
+}
+
+/* Find the live node serving addr's shard (from the membership in Redis,
+ * until the shard map exists), or use --node. */
+static int find_node(struct ctl *c, const char *addr, struct node_ref *ref)
+{
+	memset(ref, 0, sizeof(*ref));
+	if (canonical_owner(addr, ref->canonical, sizeof(ref->canonical)) < 0)
+		return 2;
+	if (c->node) {
+		snprintf(ref->addr, sizeof(ref->addr), "%s", c->node);
+		return 0;
+	}
+	int r = foreach_live_node(c, node_serving, ref);
+	if (r)
+		return r;
+	if (!ref->addr[0]) {
+		fprintf(stderr, "mailctl: no live node serves the shard of %s\n", ref->canonical);
+		return 1;
+	}
+	return 0;
 }
 
 struct call_wait {
@@ -572,47 +597,34 @@ static int cmd_auth(struct ctl *c, int argc, char **argv)
 	return status;
 }
 
-/* Addresses of every live node (or just --node). Returns the count. */
+struct addr_list {
+	char (*addrs)[128];
+	int n, max;
+};
+
+static int collect_addr(void *arg, const char *id, const char *info)
+{
+	struct addr_list *l = arg;
+	UNUSED(id);
+	if (l->n < l->max && registry_info_get(info, "addr", l->addrs[l->n], 128) == 0)
+		l->n++;
+	return l->n >= l->max;
+}
+
+/* Addresses of every live node (or just --node). Returns the count, -1
+ * when there is no cluster to ask. */
 static int live_nodes(struct ctl *c, char addrs[][128], int max)
 {
 	if (c->node) {
 		snprintf(addrs[0], 128, "%s", c->node);
 		return 1;
 	}
-	if (!c->redis_url) {
-		fprintf(stderr, "mailctl: no cluster given: use --redis URL, REDIS_URL or --node\n");
+	struct addr_list l = { .addrs = addrs, .max = max };
+	if (foreach_live_node(c, collect_addr, &l) == 2)
 		return -1;
-	}
-	const char *err = NULL;
-	struct redis_options ro = { .command_timeout_ms = c->timeout_ms,
-				    .connect_timeout_ms = c->timeout_ms };
-	struct redis_client *rc = redis_client_new(c->loop, c->redis_url, &ro, &err);
-	if (!rc) {
-		fprintf(stderr, "mailctl: %s\n", err);
-		return -1;
-	}
-	int n = 0;
-	struct wait_reply members;
-	if (redis_sync(c, rc, &members, "SMEMBERS %s", REGISTRY_NODES_SET) == 0 &&
-	    members.type == REDIS_REPLY_ARRAY) {
-		for (size_t i = 0; i < members.n && n < max; i++) {
-			if (!members.elems[i])
-				continue;
-			char key[160];
-			registry_member_key("node", members.elems[i], key, sizeof(key));
-			struct wait_reply info;
-			if (redis_sync(c, rc, &info, "GET %s", key) == 0 &&
-			    info.type == REDIS_REPLY_STRING &&
-			    registry_info_get(info.str, "addr", addrs[n], 128) == 0)
-				n++;
-			free_wait(&info);
-		}
-	}
-	free_wait(&members);
-	redis_client_free(&rc);
-	if (n == 0)
+	if (l.n == 0)
 		fprintf(stderr, "mailctl: no live node found\n");
-	return n;
+	return l.n;
 }
 
 /* Directory writes go to every live node (each keeps a copy until the
