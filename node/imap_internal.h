@@ -45,17 +45,23 @@ struct imap_session {
 	bool closed;     /* on_close ran; free when nothing is in flight */
 	unsigned in_cb;  /* inside on_data / job_done */
 
-	char user[256]; /* canonical, after login */
+	char *user; /* canonical, after login (exact size) */
 	struct shard *sh;
 
 	/* SELECTED */
 	uint64_t sel_id;
-	char sel_name[MAILBOX_NAME_MAX];
+	char *sel_name; /* exact size; NULL unless SELECTED */
 	uint32_t sel_uidvalidity;
 	uint64_t sel_modseq;
 	bool sel_readonly;
 	uint32_t *uids; /* sequence number = index + 1 */
 	size_t n_uids;
+	/* Between commands the list is kept as runs of consecutive UIDs
+	 * (first, last pairs) when that is smaller: uids is then NULL and
+	 * n_uids still the count. imap_uids_unpack() before use (worker or
+	 * loop), imap_uids_pack() when the command is over. */
+	uint32_t *uid_runs;
+	size_t n_uid_runs;
 
 	/* the command in progress (views valid while paused) */
 	const struct imap_command *cmd;
@@ -70,13 +76,13 @@ struct imap_session {
 	bool fatal;     /* close after sending out */
 
 	/* login */
-	char auth_user[256];
+	char *auth_user; /* AUTH_USER_MAX bytes while a login runs */
 	char *auth_pass;
 	size_t auth_pass_len;
 	struct shard *auth_sh;
 	bool auth_ok;
 	bool auth_broken; /* storage error during login */
-	char auth_mech[16];
+	const char *auth_mech; /* static string */
 
 	/* APPEND */
 	struct body_writer *bw;
@@ -92,6 +98,15 @@ struct imap_session {
 	struct search_key *search;
 	struct imap_fetch *fetch;
 };
+
+#define AUTH_USER_MAX 256
+
+/* The selected mailbox's UID list: expanded for a command, packed while
+ * the session waits. */
+void imap_uids_unpack(struct imap_session *s);
+void imap_uids_pack(struct imap_session *s);
+/* Free both forms (unselect, session end). */
+void imap_uids_clear(struct imap_session *s);
 
 /* Post s->run to the pool (s->done afterwards on the loop): pauses input
  * until the job finishes. */

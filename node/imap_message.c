@@ -10,6 +10,70 @@
 
 /* ---- the selected mailbox ------------------------------------------------- */
 
+void imap_uids_unpack(struct imap_session *s)
+{
+	if (s->uids || !s->uid_runs)
+		return;
+	uint32_t *u = xmalloc((s->n_uids ? s->n_uids : 1) * sizeof(uint32_t));
+	size_t k = 0;
+	for (size_t r = 0; r < s->n_uid_runs; r++)
+		for (uint32_t v = s->uid_runs[2 * r];; v++) {
+			u[k++] = v;
+			if (v == s->uid_runs[2 * r + 1])
+				break;
+		}
+	free(s->uid_runs);
+	s->uid_runs = NULL;
+	s->n_uid_runs = 0;
+	s->uids = u;
+	s->n_uids = k;
+}
+
+void imap_uids_pack(struct imap_session *s)
+{
+	if (!s->uids)
+		return;
+	if (s->n_uids == 0) {
+		free(s->uids);
+		s->uids = NULL;
+		return;
+	}
+	size_t runs = 1;
+	for (size_t i = 1; i < s->n_uids; i++)
+		if (s->uids[i] != s->uids[i - 1] + 1)
+			runs++;
+	if (runs * 2 >= s->n_uids) {
+		/* Runs would not be smaller: keep the list, at its exact size
+		 * (store_uids and growth leave up to twice that). */
+		s->uids = xrealloc(s->uids, s->n_uids * sizeof(uint32_t));
+		return;
+	}
+	uint32_t *r = xmalloc(runs * 2 * sizeof(uint32_t));
+	size_t k = 0;
+	r[0] = s->uids[0];
+	for (size_t i = 1; i < s->n_uids; i++)
+		if (s->uids[i] != s->uids[i - 1] + 1) {
+			r[2 * k + 1] = s->uids[i - 1];
+			k++;
+			r[2 * k] = s->uids[i];
+		}
+	r[2 * k + 1] = s->uids[s->n_uids - 1];
+	free(s->uids);
+	s->uids = NULL;
+	s->uid_runs = r;
+	s->n_uid_runs = runs;
+}
+
+void imap_uids_clear(struct imap_session *s)
+{
+	free(s->uids);
+	s->uids = NULL;
+	free(s->uid_runs);
+	s->uid_runs = NULL;
+	s->n_uid_runs = 0;
+	s->n_uids = 0;
+}
+
 uint32_t imap_seq_of(const struct imap_session *s, uint32_t uid)
 {
 	size_t lo = 0, hi = s->n_uids;
@@ -143,11 +207,10 @@ void imap_sync_selected(struct imap_session *s)
 
 static void unselect(struct imap_session *s)
 {
-	free(s->uids);
-	s->uids = NULL;
-	s->n_uids = 0;
+	imap_uids_clear(s);
 	s->sel_id = 0;
-	s->sel_name[0] = '\0';
+	free(s->sel_name);
+	s->sel_name = NULL;
 	s->state = IMAP_STATE_AUTH;
 }
 
@@ -180,7 +243,7 @@ static void select_run(struct imap_session *s)
 	s->uids = uids;
 	s->n_uids = n;
 	s->sel_id = mi.id;
-	snprintf(s->sel_name, sizeof(s->sel_name), "%s", mi.name);
+	s->sel_name = xstrdup(mi.name);
 	s->sel_uidvalidity = mi.uidvalidity;
 	s->sel_modseq = mi.highestmodseq;
 	s->sel_readonly = readonly;

@@ -43,6 +43,35 @@ static void enter_state(struct imap_session *s, enum imap_state st)
 	s->state = st;
 }
 
+static void auth_user_free(struct imap_session *s)
+{
+	if (s->auth_user) {
+		explicit_bzero(s->auth_user, AUTH_USER_MAX);
+		free(s->auth_user);
+		s->auth_user = NULL;
+	}
+}
+
+/* The parser exists only while a command is being read or run: an idle
+ * session has none, and the next input starts one with the session's
+ * settings (the ones imap_parser_set_* would have applied). */
+static struct imap_parser *session_parser(struct imap_session *s)
+{
+	if (s->parser)
+		return s->parser;
+	bool authed = s->user != NULL;
+	struct imap_limits lim = authed ? imap_limits_default() : imap_limits_preauth();
+	s->parser = imap_parser_new(&lim);
+	if (s->utf8)
+		imap_parser_set_utf8(s->parser, true);
+	if (authed) {
+		struct imap_literal_sink sink = imap_append_sink_ops;
+		sink.ctx = s;
+		imap_parser_set_sink(s->parser, &sink);
+	}
+	return s->parser;
+}
+
 static void session_free(struct imap_session *s)
 {
 	if (timer_armed(&s->idle_timer))
@@ -55,9 +84,11 @@ static void session_free(struct imap_session *s)
 		explicit_bzero(s->auth_pass, s->auth_pass_len);
 		free(s->auth_pass);
 	}
-	explicit_bzero(s->auth_user, sizeof(s->auth_user));
+	auth_user_free(s);
 	buf_cleanup(&s->out);
-	free(s->uids);
+	imap_uids_clear(s);
+	free(s->sel_name);
+	free(s->user);
 	free(s->tag);
 	free(s);
 }
@@ -294,16 +325,19 @@ void imap_keywords_free(char ***kwp)
 static void job_run(struct work *w)
 {
 	struct imap_session *s = container_of(w, struct imap_session, work);
+	imap_uids_unpack(s);
 	s->run(s);
 }
 
-/* The command is over: the parser's memory for it goes too, so an idle
- * session holds none. */
+/* The command is over: the UID list is packed, and the parser goes too
+ * (when nothing of the next command is in it), so an idle session holds
+ * none. */
 static void cmd_clear(struct imap_session *s)
 {
 	s->cmd = NULL;
-	if (s->parser)
-		imap_parser_release(s->parser);
+	imap_uids_pack(s);
+	if (s->parser && imap_parser_release(s->parser))
+		imap_parser_free(&s->parser);
 }
 
 static void job_finish(struct imap_session *s)
@@ -413,7 +447,7 @@ static void auth_done(struct imap_session *s)
 		else
 			imap_reply(s, "%s NO [AUTHENTICATIONFAILED] Authentication failed\r\n",
 				   s->tag);
-		explicit_bzero(s->auth_user, sizeof(s->auth_user));
+		auth_user_free(s);
 		if (s->auth_failures >= IMAP_MAX_AUTH_FAILURES) {
 			imap_reply(s, "* BYE too many authentication failures\r\n");
 			if (s->c)
@@ -423,14 +457,18 @@ static void auth_done(struct imap_session *s)
 		}
 		return;
 	}
-	memcpy(s->user, s->auth_user, sizeof(s->user));
+	free(s->user);
+	s->user = xstrdup(s->auth_user);
+	auth_user_free(s);
 	s->sh = s->auth_sh;
 	enter_state(s, IMAP_STATE_AUTH);
-	struct imap_limits lim = imap_limits_default();
-	imap_parser_set_limits(s->parser, &lim);
-	struct imap_literal_sink sink = imap_append_sink_ops;
-	sink.ctx = s;
-	imap_parser_set_sink(s->parser, &sink);
+	if (s->parser) {
+		struct imap_limits lim = imap_limits_default();
+		imap_parser_set_limits(s->parser, &lim);
+		struct imap_literal_sink sink = imap_append_sink_ops;
+		sink.ctx = s;
+		imap_parser_set_sink(s->parser, &sink);
+	}
 	if (s->c)
 		conn_set_idle_timeout(s->c, IMAP_IDLE_AUTH_MS);
 	LOG_INFO("imap", s->id, "login", "user=%s mech=%s", q, s->auth_mech);
@@ -441,22 +479,28 @@ static void auth_done(struct imap_session *s)
 static void start_auth(struct imap_session *s, const char *mech, struct view user,
 		       struct view pass)
 {
-	snprintf(s->auth_mech, sizeof(s->auth_mech), "%s", mech);
+	s->auth_mech = mech;
+	if (!s->auth_user)
+		s->auth_user = xmalloc(AUTH_USER_MAX);
 	s->auth_ok = false;
 	s->auth_broken = false;
 	char login[256];
 	imap_view_cstr(user, login, sizeof(login));
 	s->auth_sh = NULL;
 	if (user.len < sizeof(login) && memchr(user.ptr, '\0', user.len) == NULL)
-		s->auth_sh = node_user_shard(s->node, login, s->auth_user, sizeof(s->auth_user));
+		s->auth_sh = node_user_shard(s->node, login, s->auth_user, AUTH_USER_MAX);
 	if (!s->auth_sh)
-		snprintf(s->auth_user, sizeof(s->auth_user), "%s", login);
+		snprintf(s->auth_user, AUTH_USER_MAX, "%s", login);
 	explicit_bzero(login, sizeof(login));
 	s->auth_pass_len = pass.len;
 	s->auth_pass = xmalloc(pass.len + 1);
 	memcpy(s->auth_pass, pass.ptr, pass.len);
 	s->auth_pass[pass.len] = '\0';
 	imap_post(s, auth_run, auth_done);
+	/* The login needs nothing more of the command (tag and credentials
+	 * are copied): its memory, the password token included, goes now
+	 * rather than after the password hashing queued behind others. */
+	cmd_clear(s);
 }
 
 static int b64_val(uint8_t ch)
@@ -595,7 +639,8 @@ static void cmd_enable(struct imap_session *s)
 			continue;
 		}
 		s->utf8 = true;
-		imap_parser_set_utf8(s->parser, true);
+		if (s->parser)
+			imap_parser_set_utf8(s->parser, true);
 	}
 	imap_reply(s, "* ENABLED%s\r\n%s OK Enabled\r\n", list, s->tag);
 }
@@ -1042,6 +1087,9 @@ static unsigned cmd_allowed(enum imap_cmd c)
 static void dispatch(struct imap_session *s, const struct imap_command *cmd)
 {
 	s->cmd = cmd;
+	/* Handlers resolve sequence sets on the loop thread: the UID list is
+	 * expanded for the command (cmd_clear packs it again). */
+	imap_uids_unpack(s);
 	LOG_DEBUG("imap", s->id, "command", "name=%s uid=%d state=%s", imap_cmd_str(cmd->cmd),
 		  cmd->uid ? 1 : 0, imap_state_str(s->state));
 	unsigned allowed = cmd_allowed(cmd->cmd);
@@ -1187,7 +1235,7 @@ static ssize_t on_data_inner(struct imap_session *s, const uint8_t *data, size_t
 	if (s->idling)
 		return idle_input(s, data, len);
 	size_t consumed = 0;
-	enum imap_result r = imap_parser_feed(s->parser, data, len, &consumed);
+	enum imap_result r = imap_parser_feed(session_parser(s), data, len, &consumed);
 	switch (r) {
 	case IMAP_MORE:
 		break;
@@ -1211,6 +1259,7 @@ static ssize_t on_data_inner(struct imap_session *s, const uint8_t *data, size_t
 		body_writer_free(&s->bw);
 		s->bw_count = 0;
 		imap_bad(s, imap_parser_error(s->parser));
+		cmd_clear(s);
 		break;
 	case IMAP_FATAL:
 		body_writer_free(&s->bw);
@@ -1267,8 +1316,6 @@ void imap_session_accept(struct conn *c, void *node)
 	s->loop = node_loop(node);
 	s->id = conn_id(c);
 	s->state = IMAP_STATE_NOT_AUTH;
-	struct imap_limits lim = imap_limits_preauth();
-	s->parser = imap_parser_new(&lim);
 	timer_init(&s->idle_timer, idle_tick, s);
 	buf_init(&s->out, IMAP_OUT_MAX);
 	conn_set_handler(c, &imap_handler, s);

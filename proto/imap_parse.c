@@ -157,7 +157,9 @@ static void *arena_alloc(struct arena *a, size_t n)
 	n = (n + align - 1) & ~(align - 1);
 	struct arena_block *b = a->head;
 	if (!b || b->size - b->used < n) {
-		size_t size = MAX(n, (size_t)4096 - sizeof(*b));
+		/* Most commands need a few hundred bytes: a small first
+		 * block, then 4 KiB ones. */
+		size_t size = MAX(n, (size_t)(a->head ? 4096 : 512) - sizeof(*b));
 		if (a->total + size + sizeof(*b) > a->max)
 			return NULL;
 		b = xmalloc(sizeof(*b) + size);
@@ -369,10 +371,24 @@ void imap_parser_reset(struct imap_parser *p)
 	command_reset(p);
 }
 
-void imap_parser_release(struct imap_parser *p)
+bool imap_parser_release(struct imap_parser *p)
 {
 	if (p->finished)
 		command_reset(p);
+	if (p->st != TS_START)
+		return false;
+	/* Between commands: nothing of the next one is held yet, so the
+	 * token and node buffers go too (command_reset keeps them for a
+	 * pipelined burst). */
+	if (p->data.data) {
+		explicit_bzero(p->data.data, p->data.len);
+		buf_cleanup(&p->data);
+	}
+	free(p->nodes);
+	p->nodes = NULL;
+	p->nodes_cap = 0;
+	p->nodes_count = 0;
+	return true;
 }
 
 void imap_parser_set_limits(struct imap_parser *p,
@@ -473,7 +489,7 @@ static int node_add(struct imap_parser *p, enum imap_arg_type type,
 	if (p->nodes_count >= p->lim.max_args)
 		return -1;
 	if (p->nodes_count == p->nodes_cap) {
-		size_t cap = p->nodes_cap ? p->nodes_cap * 2 : 16;
+		size_t cap = p->nodes_cap ? p->nodes_cap * 2 : 4;
 		if (cap > p->lim.max_args)
 			cap = p->lim.max_args;
 		p->nodes = xrealloc(p->nodes, cap * sizeof(*p->nodes));

@@ -630,8 +630,11 @@ struct imap_literal_info {
 /* After IMAP_LITERAL_WAIT. */
 struct imap_literal_info imap_parser_literal(const struct imap_parser *p);
 
-/* Release the current command's memory now (also done by the next feed). */
-void imap_parser_release(struct imap_parser *p);
+/* Release the current command's memory now (also done by the next feed).
+ * Returns true when the parser is between commands (nothing of a next one
+ * fed yet): it then holds only its own struct, and a caller may free it and
+ * start the next command on a new parser with the same settings. */
+bool imap_parser_release(struct imap_parser *p);
 /* Bytes currently allocated by the parser. */
 size_t imap_parser_mem(const struct imap_parser *p);
 /* Bare LFs accepted as line ends so far. */
