@@ -70,6 +70,11 @@ static inline struct view buf_view(const struct buf *b)
 /* Release memory if the buffer is empty (an idle connection owns nothing). */
 void buf_shrink_if_empty(struct buf *b);
 
+/* Length of the well-formed UTF-8 sequence at p (RFC 3629: shortest form,
+ * no surrogates, nothing above U+10FFFF; avail >= 1 bytes readable), or 0.
+ * The code point goes to *cp_r. */
+size_t utf8_decode(const uint8_t *p, size_t avail, uint32_t *cp_r);
+
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);

@@ -76,43 +76,12 @@ static bool view_prefix_nocase(struct view v, const char *s)
 	return true;
 }
 
-/* Length of the valid UTF-8 sequence at p (shortest form, no surrogates,
- * <= U+10FFFF), or 0. */
-static size_t utf8_seq(const uint8_t *p, size_t len, uint32_t *cp_r)
-{
-	uint8_t c = p[0];
-	size_t n;
-	uint32_t cp, min;
-	if (c < 0x80) {
-		*cp_r = c;
-		return 1;
-	} else if (c >= 0xc2 && c <= 0xdf) {
-		n = 2, cp = c & 0x1f, min = 0x80;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		n = 3, cp = c & 0x0f, min = 0x800;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		n = 4, cp = c & 0x07, min = 0x10000;
-	} else {
-		return 0;
-	}
-	if (len < n)
-		return 0;
-	for (size_t i = 1; i < n; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (p[i] & 0x3f);
-	}
-	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	*cp_r = cp;
-	return n;
-}
 
 static bool utf8_valid(const uint8_t *p, size_t len)
 {
 	for (size_t i = 0; i < len;) {
 		uint32_t cp;
-		size_t n = utf8_seq(p + i, len - i, &cp);
+		size_t n = utf8_decode(p + i, len - i, &cp);
 		if (n == 0)
 			return false;
 		i += n;
@@ -1282,7 +1251,7 @@ int imap_utf8_to_mutf7(struct view in, struct buf *out, const char **error_r)
 		unsigned nbits = 0;
 		while (i < in.len && !(in.ptr[i] >= 0x20 && in.ptr[i] <= 0x7e)) {
 			uint32_t cp;
-			size_t n = utf8_seq(in.ptr + i, in.len - i, &cp);
+			size_t n = utf8_decode(in.ptr + i, in.len - i, &cp);
 			if (n == 0) {
 				*error_r = "Invalid UTF-8";
 				return -1;

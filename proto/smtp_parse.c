@@ -90,35 +90,11 @@ static bool view_is(struct view v, const char *s)
 	return eq_nocase(v.ptr, v.len, s);
 }
 
-/* Length of the valid UTF-8 sequence (non-ASCII) at p, or 0. */
+/* Length of the valid non-ASCII UTF-8 sequence at p, or 0. */
 static size_t utf8_seq(const uint8_t *p, size_t n)
 {
-	uint8_t c = p[0];
-	size_t need;
 	uint32_t cp;
-	if (c >= 0xc2 && c <= 0xdf) {
-		need = 2;
-		cp = c & 0x1f;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		need = 3;
-		cp = c & 0x0f;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		need = 4;
-		cp = c & 0x07;
-	} else {
-		return 0;
-	}
-	if (n < need)
-		return 0;
-	for (size_t i = 1; i < need; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (p[i] & 0x3f);
-	}
-	if ((need == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
-	    (need == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-		return 0;
-	return need;
+	return p[0] < 0x80 ? 0 : utf8_decode(p, n, &cp);
 }
 
 static enum smtp_result bad(struct smtp_command *out, int code, const char *enh,

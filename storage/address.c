@@ -23,39 +23,6 @@ static bool is_atext(uint8_t c)
 	return is_alnum(c) || memchr(specials, c, sizeof(specials) - 1);
 }
 
-/* Length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong
- * forms, no surrogates, nothing above U+10FFFF), or 0. The code point goes
- * to *cp_r. */
-static size_t utf8_seq(const uint8_t *p, size_t avail, uint32_t *cp_r)
-{
-	uint8_t c = p[0];
-	size_t n;
-	uint32_t cp, min;
-
-	if (c < 0x80) {
-		*cp_r = c;
-		return 1;
-	} else if (c >= 0xc2 && c <= 0xdf) {
-		n = 2, cp = c & 0x1f, min = 0x80;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		n = 3, cp = c & 0x0f, min = 0x800;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		n = 4, cp = c & 0x07, min = 0x10000;
-	} else {
-		return 0;
-	}
-	if (avail < n)
-		return 0;
-	for (size_t i = 1; i < n; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (p[i] & 0x3f);
-	}
-	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	*cp_r = cp;
-	return n;
-}
 
 /* Whole-string checks that apply to both halves: control characters,
  * spaces and UTF-8 well-formedness. Counts the '@' signs. */
@@ -77,7 +44,7 @@ static int check_chars(struct view v, size_t *nat_r, size_t *at_r,
 			*error_r = "control character in address";
 			return -1;
 		}
-		n = utf8_seq(v.ptr + i, v.len - i, &cp);
+		n = utf8_decode(v.ptr + i, v.len - i, &cp);
 		if (n == 0) {
 			*error_r = "invalid UTF-8 in address";
 			return -1;
