@@ -76,7 +76,6 @@ static bool view_prefix_nocase(struct view v, const char *s)
 	return true;
 }
 
-
 static bool utf8_valid(const uint8_t *p, size_t len)
 {
 	for (size_t i = 0; i < len;) {
