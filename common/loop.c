@@ -91,6 +91,7 @@ struct conn {
 	uint32_t recv_op;
 	uint32_t send_op;
 	size_t sending_off;          /* bytes of `sending` already sent */
+	uint64_t cancel_iter;        /* loop turn of the last recv cancel */
 	const struct conn_handler *h;
 	void *user;
 	struct buf in;      /* unconsumed plaintext */
@@ -755,10 +756,15 @@ static void conn_recv_policy(struct conn *c)
 	bool want = conn_want_recv(c);
 	if (want && c->recv_op == OP_NONE) {
 		conn_arm_recv(c);
-	} else if (!want && c->recv_op != OP_NONE && !(c->flags & CF_RECV_OFF)) {
+	} else if (!want && c->recv_op != OP_NONE &&
+		   (!(c->flags & CF_RECV_OFF) || c->cancel_iter != c->loop->stats.iterations)) {
 		/* The cancelled recv may still complete with data: the op
-		 * stays owned so that data is delivered, not lost. */
+		 * stays owned so that data is delivered, not lost. A cancel
+		 * can also miss a multishot recv that is running at that
+		 * moment (-EALREADY): while it keeps delivering, ask again,
+		 * once per loop turn. */
 		c->flags |= CF_RECV_OFF;
+		c->cancel_iter = c->loop->stats.iterations;
 		submit_cancel(c->loop, c->recv_op);
 	}
 }
@@ -948,12 +954,13 @@ static void conn_deliver(struct conn *c, const uint8_t *data, size_t len)
 			return;
 	}
 	/* Stopping the recv takes effect only after the completions already
-	 * posted: the rest of the batch that crossed the limit (at most one
-	 * buffer ring) and whatever the kernel posts before it processes the
-	 * cancel (at most one more ring, since buffers go back as they are
-	 * copied) may still arrive, and must be kept, not dropped. */
+	 * posted: the rest of the batch that crossed the limit and whatever
+	 * the kernel posts before it processes the cancel (a few provided-
+	 * buffer rings at most, since buffers go back as they are copied)
+	 * may still arrive, and must be kept, not dropped. The hard cap is a
+	 * safety valve, not flow control. */
 	struct loop *l = c->loop;
-	size_t cap = c->lim.in_max + 2 * (size_t)l->buf_count * l->buf_size;
+	size_t cap = c->lim.in_max + 4 * (size_t)l->buf_count * l->buf_size;
 	if (c->in.len + len > cap) {
 		LOG_WARN(comp_of(c), c->id, "input_overflow", "buffered=%zu max=%zu",
 			 c->in.len + len, cap);
