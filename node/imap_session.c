@@ -428,6 +428,24 @@ static void auth_run(struct imap_session *s)
 	}
 }
 
+/* Enter the authenticated state as `user` (canonical) of shard sh. */
+static void login_complete(struct imap_session *s, const char *user, struct shard *sh)
+{
+	free(s->user);
+	s->user = xstrdup(user);
+	s->sh = sh;
+	enter_state(s, IMAP_STATE_AUTH);
+	if (s->parser) {
+		struct imap_limits lim = imap_limits_default();
+		imap_parser_set_limits(s->parser, &lim);
+		struct imap_literal_sink sink = imap_append_sink_ops;
+		sink.ctx = s;
+		imap_parser_set_sink(s->parser, &sink);
+	}
+	if (s->c)
+		conn_set_idle_timeout(s->c, IMAP_IDLE_AUTH_MS);
+}
+
 static void auth_done(struct imap_session *s)
 {
 	explicit_bzero(s->auth_pass, s->auth_pass_len);
@@ -457,20 +475,8 @@ static void auth_done(struct imap_session *s)
 		}
 		return;
 	}
-	free(s->user);
-	s->user = xstrdup(s->auth_user);
+	login_complete(s, s->auth_user, s->auth_sh);
 	auth_user_free(s);
-	s->sh = s->auth_sh;
-	enter_state(s, IMAP_STATE_AUTH);
-	if (s->parser) {
-		struct imap_limits lim = imap_limits_default();
-		imap_parser_set_limits(s->parser, &lim);
-		struct imap_literal_sink sink = imap_append_sink_ops;
-		sink.ctx = s;
-		imap_parser_set_sink(s->parser, &sink);
-	}
-	if (s->c)
-		conn_set_idle_timeout(s->c, IMAP_IDLE_AUTH_MS);
 	LOG_INFO("imap", s->id, "login", "user=%s mech=%s", q, s->auth_mech);
 	imap_reply(s, "%s OK [CAPABILITY " IMAP_CAPS "] Logged in\r\n", s->tag);
 }
@@ -1308,7 +1314,7 @@ static const struct conn_handler imap_handler = {
 	.on_close = on_close,
 };
 
-void imap_session_accept(struct conn *c, void *node)
+static struct imap_session *session_new(struct conn *c, void *node)
 {
 	struct imap_session *s = xcalloc(1, sizeof(*s));
 	s->c = c;
@@ -1320,7 +1326,41 @@ void imap_session_accept(struct conn *c, void *node)
 	buf_init(&s->out, IMAP_OUT_MAX);
 	conn_set_handler(c, &imap_handler, s);
 	conn_set_idle_timeout(c, IMAP_IDLE_PREAUTH_MS);
+	return s;
+}
+
+void imap_session_accept(struct conn *c, void *node)
+{
+	struct imap_session *s = session_new(c, node);
 	char peer[64];
 	LOG_INFO("imap", s->id, "accept", "peer=%s", conn_peer_str(c, peer, sizeof(peer)));
 	imap_reply(s, "* OK [CAPABILITY " IMAP_CAPS "] mailcluster IMAP4rev2 ready\r\n");
+}
+
+void imap_session_open(struct conn *c, void *node, const char *user, struct shard *sh,
+		       const char *tag, const char *client)
+{
+	struct imap_session *s = session_new(c, node);
+	login_complete(s, user, sh);
+	char q[300], qc[80];
+	LOG_INFO("imap", s->id, "login", "user=%s mech=handoff client=%s",
+		 log_quote_cstr(q, sizeof(q), user), log_quote_cstr(qc, sizeof(qc), client));
+	if (tag && tag[0])
+		imap_reply(s, "%s OK [CAPABILITY " IMAP_CAPS "] Logged in\r\n", tag);
+	else
+		imap_reply(s, "* PREAUTH [CAPABILITY " IMAP_CAPS "] Logged in as %s\r\n", user);
+}
+
+bool imap_tag_valid(const char *tag)
+{
+	size_t n = strlen(tag);
+	if (n == 0 || n > 64)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		uint8_t ch = (uint8_t)tag[i];
+		/* ASTRING-CHAR minus "+" (RFC 9051 tag) */
+		if (ch <= 0x20 || ch >= 0x7f || strchr("(){%*\"\\+", ch))
+			return false;
+	}
+	return true;
 }

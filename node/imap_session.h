@@ -21,10 +21,23 @@
 #ifndef NODE_IMAP_SESSION_H
 #define NODE_IMAP_SESSION_H
 
+#include <stdbool.h>
+
 struct conn;
 
 /* listener_accept_cb: `node` is the struct node * of the accepting loop.
  * Sets the handler and writes the greeting. */
 void imap_session_accept(struct conn *c, void *node);
+
+struct shard;
+/* A session handed over by the proxy (OPEN_SESSION): already
+ * authenticated as `user` (canonical) of shard sh. The first bytes written
+ * answer the client's login command `tag` with the node's capabilities
+ * (or a PREAUTH greeting when tag is empty). `client` is the client's
+ * address, for the log. */
+void imap_session_open(struct conn *c, void *node, const char *user, struct shard *sh,
+		       const char *tag, const char *client);
+/* A valid IMAP tag (what the proxy may pass as imap_tag), 1..64 chars. */
+bool imap_tag_valid(const char *tag);
 
 #endif

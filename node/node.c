@@ -9,6 +9,7 @@
 #include <openssl/mem.h>
 
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/loop.h"
 #include "common/redis.h"
 #include "proto/registry.h"
@@ -58,6 +59,7 @@ struct node_store {
 	uint32_t nshards;
 	uint8_t *owned; /* nshards bytes */
 	char shards_spec[256];
+	struct metrics_counter *m_handoff_imap, *m_handoff_pop3;
 };
 
 /* "all" or "a-b,c,...". */
@@ -125,6 +127,12 @@ struct node_store *node_store_open(const struct config *cfg, const char **error_
 	ns->dir = storage_shard_open(ns->st, DIRECTORY_SHARD, true, error_r);
 	if (!ns->dir)
 		goto fail;
+	ns->m_handoff_imap = metrics_counter_new("node_sessions_handed_over_total",
+						 "Sessions handed over by a proxy",
+						 "protocol=\"imap\"");
+	ns->m_handoff_pop3 = metrics_counter_new("node_sessions_handed_over_total",
+						 "Sessions handed over by a proxy",
+						 "protocol=\"pop3\"");
 	return ns;
 fail:
 	node_store_close(&ns);
@@ -709,6 +717,61 @@ static void handle_resolve(struct rpc_call *call, const ProtobufCMessage *msg, v
 	post_dir(n, call, RPC_METHOD_RESOLVE, addr, NULL, 0);
 }
 
+/* ---- session handoff (OPEN_SESSION) ------------------------------------- */
+
+static uint32_t session_check(const Mail__Rpc__OpenSession *req, void *arg, const char **msg_r)
+{
+	struct node *n = arg;
+	if (req->protocol != MAIL__RPC__PROTOCOL__PROTOCOL_IMAP &&
+	    req->protocol != MAIL__RPC__PROTOCOL__PROTOCOL_POP3) {
+		*msg_r = "protocol not served";
+		return MAIL__RPC__ERROR_CODE__ERROR_BAD_REQUEST;
+	}
+	if (req->protocol == MAIL__RPC__PROTOCOL__PROTOCOL_IMAP && req->imap_tag[0] &&
+	    !imap_tag_valid(req->imap_tag)) {
+		*msg_r = "invalid IMAP tag";
+		return MAIL__RPC__ERROR_CODE__ERROR_BAD_REQUEST;
+	}
+	char owner[256];
+	const char *why = NULL;
+	int shard = owner_of(n, req->user, owner, sizeof(owner), &why);
+	if (shard < 0 || strcmp(owner, req->user) != 0) {
+		*msg_r = "user is not a canonical mailbox owner";
+		return MAIL__RPC__ERROR_CODE__ERROR_BAD_REQUEST;
+	}
+	if ((uint32_t)shard != req->shard || !local_shard(n, shard)) {
+		*msg_r = "user's shard not served by this node";
+		return MAIL__RPC__ERROR_CODE__ERROR_NOT_PRIMARY;
+	}
+	if (loop_stopping(n->loop)) {
+		*msg_r = "node is shutting down";
+		return MAIL__RPC__ERROR_CODE__ERROR_UNAVAILABLE;
+	}
+	return 0;
+}
+
+static void session_start(struct conn *c, const Mail__Rpc__OpenSession *req, void *arg)
+{
+	struct node *n = arg;
+	/* The session's limits, not the RPC connection's. */
+	struct conn_limits lim = {
+		.in_max = 64 * 1024,
+		.out_high = 256 * 1024,
+		.out_max = 4u << 20,
+		.write_ms = 60000,
+		.handshake_ms = 10000,
+	};
+	conn_set_limits(c, &lim);
+	struct shard *sh = local_shard(n, (int)req->shard);
+	if (req->protocol == MAIL__RPC__PROTOCOL__PROTOCOL_IMAP) {
+		metrics_inc(n->ns->m_handoff_imap);
+		imap_session_open(c, n, req->user, sh, req->imap_tag, req->client_address);
+	} else {
+		metrics_inc(n->ns->m_handoff_pop3);
+		pop3_session_open(c, n, req->user, sh, req->utf8, req->client_address);
+	}
+}
+
 static const struct rpc_method_handler node_handlers[] = {
 	{ RPC_METHOD_PING, handle_ping },
 	{ RPC_METHOD_DELIVER, handle_deliver },
@@ -743,6 +806,8 @@ struct node *node_new(struct loop *l, const struct config *cfg, struct tls_serve
 		.handlers = node_handlers,
 		.n_handlers = ARRAY_LEN(node_handlers),
 		.arg = n,
+		.session_check = session_check,
+		.session_start = session_start,
 	};
 	n->rpc = rpc_server_new(l, &rc, error_r);
 	if (!n->rpc) {

@@ -123,6 +123,7 @@ struct pop3_session {
 	bool sasl_wait;    /* "+ " sent: the next line is the PLAIN response */
 	bool utf8;
 	bool locked;       /* owner is in the in-use set */
+	bool preauth;      /* handed over by the proxy: no password to check */
 	unsigned errors;
 	unsigned auth_failures;
 	char user[POP3_SASL_ID_MAX + 1]; /* from USER, until PASS */
@@ -274,7 +275,9 @@ static void login_run(struct work *w)
 		snprintf(s->j_error, sizeof(s->j_error), "%s", err ? err : "storage error");
 	}
 	/* Unknown users cost what known ones cost. */
-	if (known) {
+	if (s->preauth) {
+		s->j_ok = known; /* the proxy had the password checked */
+	} else if (known) {
 		s->j_ok = pwhash_verify(u.pwhash, s->pw, s->pw_len) == 1;
 		explicit_bzero(u.pwhash, sizeof(u.pwhash));
 	} else {
@@ -371,8 +374,11 @@ static void login_done(struct work *w)
 			reply(s, "-ERR [AUTH] invalid user name or password");
 		}
 	}
-	if (s->state != POP3_TRANSACTION)
+	if (s->state != POP3_TRANSACTION) {
 		s->owner[0] = '\0';
+		if (s->preauth) /* nothing else to do on a handed-over session */
+			close_session(s);
+	}
 	command_done(s);
 out:
 	s_leave(s);
@@ -880,7 +886,7 @@ static const struct conn_handler pop3_handler = {
 	.on_close = pop3_on_close,
 };
 
-void pop3_session_accept(struct conn *c, void *node)
+static struct pop3_session *session_new(struct conn *c, void *node)
 {
 	struct pop3_session *s = xcalloc(1, sizeof(*s));
 	s->c = c;
@@ -890,7 +896,31 @@ void pop3_session_accept(struct conn *c, void *node)
 	buf_init(&s->out, 0);
 	conn_set_handler(c, &pop3_handler, s);
 	conn_set_idle_timeout(c, POP3_IDLE_MS);
+	return s;
+}
+
+void pop3_session_accept(struct conn *c, void *node)
+{
+	struct pop3_session *s = session_new(c, node);
 	char peer[64];
 	LOG_INFO("pop3", s->id, "accept", "peer=%s", conn_peer_str(c, peer, sizeof(peer)));
 	conn_write(c, "+OK POP3 server ready\r\n", 23);
+}
+
+void pop3_session_open(struct conn *c, void *node, const char *user, struct shard *sh,
+		       bool utf8, const char *client)
+{
+	struct pop3_session *s = session_new(c, node);
+	char q[300], qc[80];
+	LOG_INFO("pop3", s->id, "handoff", "user=%s client=%s",
+		 log_quote_cstr(q, sizeof(q), user), log_quote_cstr(qc, sizeof(qc), client));
+	snprintf(s->owner, sizeof(s->owner), "%s", user);
+	s->sh = sh;
+	s->utf8 = utf8;
+	s->preauth = true;
+	s->pw = xstrdup("");
+	s->pw_len = 0;
+	s->j_ok = s->j_in_use = s->j_failed = false;
+	s->j_error[0] = '\0';
+	post_job(s, login_run, login_done);
 }

@@ -17,6 +17,7 @@
 #ifndef NODE_POP3_SESSION_H
 #define NODE_POP3_SESSION_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct conn;
@@ -24,6 +25,15 @@ struct conn;
 /* A listener_accept_cb: `node` is the struct node * of the loop the
  * listener runs on. Sets the handler and writes the greeting. */
 void pop3_session_accept(struct conn *c, void *node);
+
+struct shard;
+/* A session handed over by the proxy (OPEN_SESSION) after it checked the
+ * credentials: the maildrop of `user` (canonical, on shard sh) is locked
+ * and read, and the first bytes written answer the client's PASS/AUTH
+ * ("+OK maildrop has ..." or "-ERR [IN-USE] ..." and close). utf8: the
+ * client sent UTF8 before logging in. `client` is for the log. */
+void pop3_session_open(struct conn *c, void *node, const char *user, struct shard *sh,
+		       bool utf8, const char *client);
 
 /* sizeof(struct pop3_session): a connected session's fixed cost on top of
  * the connection (the snapshot comes on top after login). */

@@ -31,15 +31,15 @@
  *                     connection-level error sent just before closing.
  *   RPC_CANCEL        empty body; the caller gave up on req_id. The callee
  *                     stops if it can and answers nothing further for it.
- *   RPC_SESSION_DATA  raw bytes of the session opened by the OPEN_SESSION
- *                     request req_id, in either direction; an empty body is
- *                     end-of-stream from the sender.
+ *   RPC_SESSION_DATA  reserved (never sent): a handed-off session has a
+ *                     connection of its own, whose first frame is the
+ *                     OPEN_SESSION request and whose bytes after the
+ *                     node's RESPONSE are the session's, unframed.
  *
  * Request ids are nonzero and chosen by the side sending the REQUEST, so
  * each side has its own id space: the REQUESTs and CANCELs a side sends
  * carry its own ids, the RESPONSEs and ERRORs it sends carry the peer's.
- * Sessions are opened only by the proxy, so SESSION_DATA ids are always the
- * proxy's, whichever way the bytes flow. The decoder
+ * The decoder
  * rejects (FRAME_BAD) an unknown kind, req_id 0 on anything but RPC_ERROR, a
  * REQUEST shorter than its header and a CANCEL with a body. Unknown methods
  * are not a framing error: answer ERROR_UNKNOWN_METHOD and go on. */
@@ -64,7 +64,7 @@ enum rpc_method {
 	RPC_METHOD_PING = 1,         /* Ping -> Pong */
 	RPC_METHOD_DELIVER = 2,      /* DeliverRequest -> DeliverReply */
 	RPC_METHOD_AUTH = 3,         /* AuthRequest -> AuthReply */
-	RPC_METHOD_OPEN_SESSION = 4, /* OpenSession -> empty; SESSION_DATA */
+	RPC_METHOD_OPEN_SESSION = 4, /* OpenSession -> empty; then raw bytes */
 	RPC_METHOD_REPLICATE = 5,    /* ReplicateBatch -> ReplicateAck */
 	RPC_METHOD_USER_ADD = 6,     /* UserAddRequest -> UserInfo */
 	RPC_METHOD_USER_GET = 7,     /* UserRequest -> UserInfo */

@@ -48,6 +48,7 @@ struct rpc_sconn {
 	unsigned ncalls;
 	unsigned glitches;
 	unsigned busy;
+	unsigned frames; /* frames dispatched so far */
 	bool dead, draining;
 	struct buf scratch;
 };
@@ -163,9 +164,69 @@ static void sconn_glitch(struct rpc_sconn *sc, const char *what)
 	}
 }
 
+static void sconn_unlink(struct rpc_sconn *sc)
+{
+	struct rpc_server *s = sc->srv;
+	if (sc->prev)
+		sc->prev->next = sc->next;
+	else
+		s->sconns = sc->next;
+	if (sc->next)
+		sc->next->prev = sc->prev;
+	sc->prev = sc->next = NULL;
+}
+
+/* OPEN_SESSION: the connection becomes the session's. */
+static void sconn_open_session(struct rpc_sconn *sc, const struct frame *f)
+{
+	struct rpc_server *s = sc->srv;
+	struct conn *c = sc->c;
+	if (sc->frames != 1 || sc->ncalls) {
+		sconn_error(sc, f->req_id, MAIL__RPC__ERROR_CODE__ERROR_BAD_REQUEST,
+			    "OPEN_SESSION must be the first frame of a connection");
+		if (!sc->dead)
+			conn_close(c);
+		return;
+	}
+	Mail__Rpc__OpenSession *req = (Mail__Rpc__OpenSession *)frame_unpack(
+		&mail__rpc__open_session__descriptor, f->payload);
+	if (!req) {
+		sconn_error(sc, f->req_id, MAIL__RPC__ERROR_CODE__ERROR_BAD_REQUEST,
+			    "request did not decode");
+		if (!sc->dead)
+			conn_close(c);
+		return;
+	}
+	const char *msg = "refused";
+	uint32_t code = s->cfg.session_check(req, s->cfg.arg, &msg);
+	if (code) {
+		sconn_error(sc, f->req_id, code, msg);
+		if (!sc->dead)
+			conn_close(c);
+		frame_unpacked_free(&req->base);
+		return;
+	}
+	if (frame_encode_raw(&sc->scratch, RPC_RESPONSE, f->req_id, view_cstr("")) == 0)
+		sconn_send(sc);
+	if (!sc->dead) {
+		/* From here on the connection is not ours: on_data stops at
+		 * this frame and sc is freed when the frame loop lets go. */
+		sconn_unlink(sc);
+		sc->dead = true;
+		s->cfg.session_start(c, req, s->cfg.arg);
+	}
+	frame_unpacked_free(&req->base);
+}
+
 static void sconn_dispatch(struct rpc_sconn *sc, const struct frame *f)
 {
 	struct rpc_server *s = sc->srv;
+	sc->frames++;
+	if (f->kind == RPC_REQUEST && f->method == RPC_METHOD_OPEN_SESSION &&
+	    s->cfg.session_start) {
+		sconn_open_session(sc, f);
+		return;
+	}
 	if (f->kind == RPC_CANCEL) {
 		for (struct rpc_call *call = sc->calls; call; call = call->next)
 			if (call->req_id == f->req_id)
@@ -231,7 +292,7 @@ static ssize_t sconn_on_data(struct conn *c, const uint8_t *data, size_t len)
 	size_t off = 0;
 	size_t max = sc->srv->cfg.max_frame;
 	sc->busy++;
-	while (off < len && !sc->dead) {
+	while (off < len && !sc->dead && !conn_closing(c)) {
 		struct frame f;
 		size_t used;
 		enum frame_result r = frame_decode(data + off, len - off, max, &f, &used);
@@ -248,6 +309,8 @@ static ssize_t sconn_on_data(struct conn *c, const uint8_t *data, size_t len)
 		sconn_dispatch(sc, &f);
 		off += used;
 	}
+	/* After a handoff (sc->dead) the rest is the session's: the loop
+	 * gives it to the new handler. */
 	sconn_put(sc);
 	return (ssize_t)off;
 }
@@ -271,13 +334,7 @@ static void sconn_on_close(struct conn *c, enum conn_close_reason why)
 		call->prev = call->next = NULL;
 		call->sc = NULL;
 	}
-	struct rpc_server *s = sc->srv;
-	if (sc->prev)
-		sc->prev->next = sc->next;
-	else
-		s->sconns = sc->next;
-	if (sc->next)
-		sc->next->prev = sc->prev;
+	sconn_unlink(sc);
 	sc->dead = true;
 	sc->busy++;
 	sconn_put(sc);

@@ -48,6 +48,16 @@ struct rpc_server_config {
 	const struct rpc_method_handler *handlers;
 	size_t n_handlers;
 	void *arg;                /* passed to every handler */
+	/* Optional: session handoff. An OPEN_SESSION request that is the
+	 * first frame of a connection is checked by session_check (on the
+	 * loop, must not block): nonzero is an ErrorCode, sent with *msg_r,
+	 * and the connection closes. On 0 the server answers the empty
+	 * RESPONSE, forgets the connection and session_start takes it over
+	 * (sets its handler and limits); bytes after the frame go to the new
+	 * handler. `req` is borrowed for the duration of each call. */
+	uint32_t (*session_check)(const Mail__Rpc__OpenSession *req, void *arg,
+				  const char **msg_r);
+	void (*session_start)(struct conn *c, const Mail__Rpc__OpenSession *req, void *arg);
 };
 
 struct rpc_server;
