@@ -34,10 +34,20 @@ static void usage(FILE *out)
 		"                    without --password (or MAILCTL_PASSWORD) one is generated\n"
 		"                    and printed\n"
 		"  user show ADDRESS quota, usage, shard\n"
+		"  user passwd ADDRESS [--password PW]\n"
+		"                    set a new password (or MAILCTL_PASSWORD; generated and\n"
+		"                    printed without either; \"\" disables password login)\n"
+		"  user quota ADDRESS BYTES\n"
+		"                    set the quota (0 = unlimited)\n"
+		"  user enable ADDRESS | user disable ADDRESS\n"
+		"                    a disabled user can neither log in nor receive mail\n"
+		"                    (550 5.2.1); nothing is deleted\n"
+		"  user delete ADDRESS\n"
+		"                    delete the user with every mailbox and message\n"
 		"  auth ADDRESS      check a password (stdin or MAILCTL_PASSWORD) as a login would\n"
-		"  domain add NAME | domain list\n"
+		"  domain add NAME | domain delete NAME | domain list\n"
 		"                    local domains (written to every live node)\n"
-		"  alias set ALIAS TARGET...\n"
+		"  alias set ALIAS TARGET... | alias delete ALIAS\n"
 		"                    ALIAS is list@domain or the catch-all @domain\n"
 		"  resolve ADDRESS   final recipients of an address (aliases expanded)\n"
 		"  mailbox list ADDRESS\n"
@@ -553,6 +563,55 @@ static int cmd_user(struct ctl *c, int argc, char **argv)
 		protobuf_c_message_free_unpacked(w.reply, NULL);
 		return 0;
 	}
+	if (strcmp(sub, "passwd") == 0 || strcmp(sub, "quota") == 0 ||
+	    strcmp(sub, "enable") == 0 || strcmp(sub, "disable") == 0) {
+		Mail__Rpc__UserUpdateRequest req = MAIL__RPC__USER_UPDATE_REQUEST__INIT;
+		req.user = ref.canonical;
+		char generated[24] = "";
+		if (strcmp(sub, "passwd") == 0) {
+			const char *password = getenv("MAILCTL_PASSWORD");
+			if (argc == 4 && strcmp(argv[2], "--password") == 0) {
+				password = argv[3];
+			} else if (argc != 2) {
+				fprintf(stderr, "mailctl: user passwd ADDRESS [--password PW]\n");
+				return 2;
+			}
+			if (!password) {
+				random_password(generated, sizeof(generated));
+				password = generated;
+			}
+			req.set_password = true;
+			req.password = (char *)password;
+		} else if (strcmp(sub, "quota") == 0) {
+			char *end = NULL;
+			if (argc != 3 || !argv[2][0] || argv[2][0] == '-' ||
+			    ((void)(req.quota_bytes = strtoull(argv[2], &end, 10)), *end)) {
+				fprintf(stderr, "mailctl: user quota ADDRESS BYTES\n");
+				return 2;
+			}
+			req.set_quota = true;
+		} else {
+			req.enabled = strcmp(sub, "enable") == 0 ? 1 : 2;
+		}
+		if (call_node(c, ref.addr, RPC_METHOD_USER_UPDATE, &req.base, 10000, &w))
+			return 1;
+		print_user(c, (const Mail__Rpc__UserInfo *)w.reply);
+		if (generated[0] && !c->json)
+			printf("  password %s\n", generated);
+		protobuf_c_message_free_unpacked(w.reply, NULL);
+		return 0;
+	}
+	if (strcmp(sub, "delete") == 0) {
+		Mail__Rpc__UserRequest req = MAIL__RPC__USER_REQUEST__INIT;
+		req.user = ref.canonical;
+		if (call_node(c, ref.addr, RPC_METHOD_USER_DELETE, &req.base, 60000, &w))
+			return 1;
+		if (!c->json)
+			printf("deleted %s\n", ref.canonical);
+		else
+			printf("{\"deleted\":\"%s\"}\n", ref.canonical);
+		return 0;
+	}
 	fprintf(stderr, "mailctl: unknown user command '%s'\n", sub);
 	return 2;
 }
@@ -654,6 +713,27 @@ static int cmd_directory(struct ctl *c, const char *what, int argc, char **argv)
 					printf("%s\n", l->names[k]);
 			protobuf_c_message_free_unpacked(w.reply, NULL);
 		}
+		return status;
+	}
+	if ((strcmp(what, "domain") == 0 || strcmp(what, "alias") == 0) && argc == 2 &&
+	    strcmp(argv[0], "delete") == 0) {
+		bool domain = strcmp(what, "domain") == 0;
+		Mail__Rpc__DomainRequest dreq = MAIL__RPC__DOMAIN_REQUEST__INIT;
+		Mail__Rpc__AliasRequest areq = MAIL__RPC__ALIAS_REQUEST__INIT;
+		dreq.name = argv[1];
+		areq.alias = argv[1];
+		for (int i = 0; i < n; i++) {
+			if (call_node(c, addrs[i],
+				      domain ? RPC_METHOD_DOMAIN_DELETE : RPC_METHOD_ALIAS_DELETE,
+				      domain ? &dreq.base : &areq.base, c->timeout_ms, &w)) {
+				status = 1;
+				continue;
+			}
+			if (w.reply)
+				protobuf_c_message_free_unpacked(w.reply, NULL);
+		}
+		if (status == 0)
+			printf("deleted %s\n", argv[1]);
 		return status;
 	}
 	if (strcmp(what, "alias") == 0 && argc >= 3 && strcmp(argv[0], "set") == 0) {

@@ -246,6 +246,7 @@ static void status_text(enum storage_status st, uint32_t *code, const char **tex
 	switch (st) {
 	case ST_OK: *code = 250; *text = "2.0.0 stored"; break;
 	case ST_NOT_FOUND: *code = 550; *text = "5.1.1 no such mailbox"; break;
+	case ST_DISABLED: *code = 550; *text = "5.2.1 mailbox disabled"; break;
 	case ST_OVER_QUOTA: *code = 452; *text = "4.2.2 mailbox full"; break;
 	case ST_TOO_LARGE: *code = 552; *text = "5.3.4 message too big"; break;
 	case ST_INVALID: *code = 550; *text = "5.2.0 mailbox cannot take more messages"; break;
@@ -424,6 +425,8 @@ struct admin_job {
 	int shard;
 	char *password;
 	uint64_t quota;
+	bool set_password, set_quota;
+	int enabled; /* -1 unchanged, 0/1 */
 	struct user_info info;
 	struct mailbox_info *boxes;
 	size_t nboxes;
@@ -449,7 +452,25 @@ static void admin_run(struct work *w)
 		if (j->rc == 0)
 			j->rc = store_user_create(j->sh, j->user, hash, j->quota, &j->st, &j->error);
 	}
-	if (j->rc == 0 && (j->method == RPC_METHOD_USER_ADD || j->method == RPC_METHOD_USER_GET))
+	if (j->method == RPC_METHOD_USER_UPDATE) {
+		char hash[PWHASH_ENCODED_MAX] = "";
+		/* An empty password disables password login. */
+		if (j->set_password && j->password[0] &&
+		    pwhash_create(j->password, strlen(j->password), NULL, hash, sizeof(hash),
+				  &j->error) < 0) {
+			j->rc = -1;
+			j->st = ST_INVALID;
+		}
+		if (j->rc == 0)
+			j->rc = store_user_update(j->sh, j->user, j->set_password ? hash : NULL,
+						  j->set_quota ? j->quota : UINT64_MAX, j->enabled,
+						  &j->st, &j->error);
+		OPENSSL_cleanse(hash, sizeof(hash));
+	}
+	if (j->method == RPC_METHOD_USER_DELETE)
+		j->rc = store_user_delete(j->sh, j->user, &j->st, &j->error);
+	if (j->rc == 0 && (j->method == RPC_METHOD_USER_ADD || j->method == RPC_METHOD_USER_GET ||
+			   j->method == RPC_METHOD_USER_UPDATE))
 		j->rc = store_user_get(j->sh, j->user, &j->info, &j->st, &j->error);
 	if (j->rc == 0 && j->method == RPC_METHOD_MAILBOX_LIST) {
 		enum storage_status st2;
@@ -486,6 +507,9 @@ static void admin_done(struct work *w)
 		char msg[260];
 		snprintf(msg, sizeof(msg), "%s: %s", storage_status_str(j->st), j->error_copy);
 		rpc_call_error(j->call, error_code_of(j->st), msg);
+	} else if (j->method == RPC_METHOD_USER_DELETE) {
+		LOG_INFO("node", 0, "user_deleted", "user=%s", j->user);
+		rpc_call_reply(j->call, NULL);
 	} else if (j->method == RPC_METHOD_MAILBOX_LIST) {
 		Mail__Rpc__MailboxEntry *e = xcalloc(j->nboxes ? j->nboxes : 1, sizeof(*e));
 		Mail__Rpc__MailboxEntry **ep = xcalloc(j->nboxes ? j->nboxes : 1, sizeof(*ep));
@@ -550,6 +574,20 @@ static void handle_admin(struct rpc_call *call, const ProtobufCMessage *msg, uin
 		j->password = xstrdup(r->password);
 		j->quota = r->quota_bytes;
 	}
+	if (method == RPC_METHOD_USER_UPDATE) {
+		const Mail__Rpc__UserUpdateRequest *r = (const Mail__Rpc__UserUpdateRequest *)msg;
+		if (r->enabled > 2) {
+			free(j);
+			rpc_call_error(call, MAIL__RPC__ERROR_CODE__ERROR_BAD_REQUEST,
+				       "enabled must be 0, 1 or 2");
+			return;
+		}
+		j->set_password = r->set_password;
+		j->password = xstrdup(r->password);
+		j->set_quota = r->set_quota;
+		j->quota = r->quota_bytes;
+		j->enabled = r->enabled == 0 ? -1 : r->enabled == 1 ? 1 : 0;
+	}
 	loop_post_work(n->loop, &j->w, admin_run, admin_done);
 }
 
@@ -563,6 +601,18 @@ static void handle_user_get(struct rpc_call *call, const ProtobufCMessage *msg, 
 {
 	handle_admin(call, msg, RPC_METHOD_USER_GET, ((const Mail__Rpc__UserRequest *)msg)->user,
 		     arg);
+}
+
+static void handle_user_update(struct rpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+	handle_admin(call, msg, RPC_METHOD_USER_UPDATE,
+		     ((const Mail__Rpc__UserUpdateRequest *)msg)->user, arg);
+}
+
+static void handle_user_delete(struct rpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+	handle_admin(call, msg, RPC_METHOD_USER_DELETE,
+		     ((const Mail__Rpc__UserRequest *)msg)->user, arg);
 }
 
 static void handle_mailbox_list(struct rpc_call *call, const ProtobufCMessage *msg, void *arg)
@@ -613,6 +663,14 @@ static void dir_run(struct work *w)
 			j->rc = directory_alias_get(j->dir, j->name, &j->targets, &err) < 0 ? -1 : 0;
 		}
 		break;
+	case RPC_METHOD_DOMAIN_DELETE:
+		j->rc = directory_domain_delete(j->dir, j->name, &j->st, &err);
+		if (j->rc == 0)
+			j->rc = directory_domain_list(j->dir, &j->domains, &j->ndomains, &err);
+		break;
+	case RPC_METHOD_ALIAS_DELETE:
+		j->rc = directory_alias_delete(j->dir, j->name, &j->st, &err);
+		break;
 	case RPC_METHOD_RESOLVE: {
 		char **old = j->targets;
 		j->targets = NULL;
@@ -634,7 +692,10 @@ static void dir_done(struct work *w)
 	struct dir_job *j = container_of(w, struct dir_job, w);
 	if (j->rc < 0) {
 		rpc_call_error(j->call, error_code_of(j->st), j->error);
-	} else if (j->method == RPC_METHOD_DOMAIN_ADD || j->method == RPC_METHOD_DOMAIN_LIST) {
+	} else if (j->method == RPC_METHOD_ALIAS_DELETE) {
+		rpc_call_reply(j->call, NULL);
+	} else if (j->method == RPC_METHOD_DOMAIN_ADD || j->method == RPC_METHOD_DOMAIN_LIST ||
+		   j->method == RPC_METHOD_DOMAIN_DELETE) {
 		char **names = xcalloc(j->ndomains ? j->ndomains : 1, sizeof(char *));
 		for (size_t i = 0; i < j->ndomains; i++)
 			names[i] = j->domains[i].name;
@@ -689,6 +750,18 @@ static void handle_domain_list(struct rpc_call *call, const ProtobufCMessage *ms
 {
 	UNUSED(msg);
 	post_dir(arg, call, RPC_METHOD_DOMAIN_LIST, "", NULL, 0);
+}
+
+static void handle_domain_delete(struct rpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+	post_dir(arg, call, RPC_METHOD_DOMAIN_DELETE,
+		 ((const Mail__Rpc__DomainRequest *)msg)->name, NULL, 0);
+}
+
+static void handle_alias_delete(struct rpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+	post_dir(arg, call, RPC_METHOD_ALIAS_DELETE, ((const Mail__Rpc__AliasRequest *)msg)->alias,
+		 NULL, 0);
 }
 
 static void handle_alias_set(struct rpc_call *call, const ProtobufCMessage *msg, void *arg)
@@ -783,6 +856,10 @@ static const struct rpc_method_handler node_handlers[] = {
 	{ RPC_METHOD_DOMAIN_LIST, handle_domain_list },
 	{ RPC_METHOD_ALIAS_SET, handle_alias_set },
 	{ RPC_METHOD_RESOLVE, handle_resolve },
+	{ RPC_METHOD_USER_UPDATE, handle_user_update },
+	{ RPC_METHOD_USER_DELETE, handle_user_delete },
+	{ RPC_METHOD_DOMAIN_DELETE, handle_domain_delete },
+	{ RPC_METHOD_ALIAS_DELETE, handle_alias_delete },
 };
 
 struct node *node_new(struct loop *l, const struct config *cfg, struct tls_server *tls,

@@ -223,6 +223,12 @@ static const struct rpc_method_info rpc_methods[] = {
 	  &mail__rpc__alias_request__descriptor },
 	{ RPC_METHOD_RESOLVE, "resolve", &mail__rpc__user_request__descriptor,
 	  &mail__rpc__alias_request__descriptor },
+	{ RPC_METHOD_USER_UPDATE, "user_update", &mail__rpc__user_update_request__descriptor,
+	  &mail__rpc__user_info__descriptor },
+	{ RPC_METHOD_USER_DELETE, "user_delete", &mail__rpc__user_request__descriptor, NULL },
+	{ RPC_METHOD_DOMAIN_DELETE, "domain_delete", &mail__rpc__domain_request__descriptor,
+	  &mail__rpc__domain_list__descriptor },
+	{ RPC_METHOD_ALIAS_DELETE, "alias_delete", &mail__rpc__alias_request__descriptor, NULL },
 };
 
 const struct rpc_method_info *rpc_method_get(uint16_t method)

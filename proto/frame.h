@@ -73,6 +73,10 @@ enum rpc_method {
 	RPC_METHOD_DOMAIN_LIST = 10, /* DomainRequest -> DomainList */
 	RPC_METHOD_ALIAS_SET = 11,   /* AliasRequest -> AliasRequest */
 	RPC_METHOD_RESOLVE = 12,     /* UserRequest -> AliasRequest */
+	RPC_METHOD_USER_UPDATE = 13, /* UserUpdateRequest -> UserInfo */
+	RPC_METHOD_USER_DELETE = 14, /* UserRequest -> empty */
+	RPC_METHOD_DOMAIN_DELETE = 15, /* DomainRequest -> DomainList */
+	RPC_METHOD_ALIAS_DELETE = 16,  /* AliasRequest -> empty */
 };
 
 /* Bytes of u32 length + u8 kind + u64 req_id. */

@@ -97,6 +97,7 @@ const char *storage_status_str(enum storage_status s)
 	case ST_INVALID: return "invalid";
 	case ST_MODIFIED: return "modified";
 	case ST_IO: return "io";
+	case ST_DISABLED: return "disabled";
 	}
 	return "?";
 }
@@ -1655,7 +1656,7 @@ int store_deliver(struct shard *sh, struct body_writer *bw, uint64_t internal_da
 				break;
 			}
 			if (r == 0 || !ts[i].user.enabled) {
-				t[i].status_r = ST_NOT_FOUND;
+				t[i].status_r = r == 0 ? ST_NOT_FOUND : ST_DISABLED;
 				continue;
 			}
 			ts[i].user_loaded = true;

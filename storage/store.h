@@ -35,6 +35,7 @@ enum storage_status {
 	ST_INVALID,        /* bad argument (name, range) */
 	ST_MODIFIED,       /* UNCHANGEDSINCE failed for some messages */
 	ST_IO,             /* storage failure: retry later */
+	ST_DISABLED,       /* the user exists but is disabled: no delivery */
 };
 const char *storage_status_str(enum storage_status s);
 

@@ -590,7 +590,7 @@ static void test_deliver(struct shard *sh)
 	free(p);
 	/* a disabled user does not receive */
 	CHECK(store_user_update(sh, q, NULL, 0, 0, &status, &err) == 0);
-	CHECK(deliver1(sh, q, 0, 206, 100, 0, NULL, &ts) == 0 && ts == ST_NOT_FOUND);
+	CHECK(deliver1(sh, q, 0, 206, 100, 0, NULL, &ts) == 0 && ts == ST_DISABLED);
 	CHECK(store_user_update(sh, q, NULL, UINT64_MAX, 1, &status, &err) == 0);
 	/* nothing at all accepted: no body record left behind */
 	struct key_count hq = keys(sh, 'h');
