@@ -810,51 +810,82 @@ static int cmd_mailbox(struct ctl *c, int argc, char **argv)
 	return 0;
 }
 
-/* Store body for one final recipient on its node and shard. */
-static int deliver_one(struct ctl *c, const char *asked, const char *rcpt, const struct buf *body)
+/* Where rcpt is stored: its node and shard (ref). Returns 0, or prints
+ * the recipient's failure and returns 1 (2: usage). */
+static int rcpt_ref(struct ctl *c, const char *asked, const char *rcpt, struct node_ref *ref)
 {
-	struct node_ref ref;
-	int r = find_node(c, rcpt, &ref);
+	int r = find_node(c, rcpt, ref);
 	if (r)
 		return r;
-	if (c->node && !ref.nshards) {
+	if (c->node && !ref->nshards) {
 		/* Named node, no membership to read the shard count from: the
 		 * node says which shard the user is on. */
 		Mail__Rpc__UserRequest uq = MAIL__RPC__USER_REQUEST__INIT;
-		uq.user = ref.canonical;
+		uq.user = ref->canonical;
 		struct call_wait uw;
-		if (call_node(c, ref.addr, RPC_METHOD_USER_GET, &uq.base, c->timeout_ms, &uw) == 0) {
-			ref.shard = (int)((const Mail__Rpc__UserInfo *)uw.reply)->shard;
+		if (call_node(c, ref->addr, RPC_METHOD_USER_GET, &uq.base, c->timeout_ms, &uw) == 0) {
+			ref->shard = (int)((const Mail__Rpc__UserInfo *)uw.reply)->shard;
 			protobuf_c_message_free_unpacked(uw.reply, NULL);
 		} else {
 			printf("%s: 550 5.1.1 no such mailbox\n", asked);
 			return 1;
 		}
 	}
+	return 0;
+}
+
+struct final_rcpt {
+	const char *asked; /* as given on the command line */
+	char *rcpt;        /* after alias expansion */
+	struct node_ref ref;
+	bool sent;
+};
+
+/* One Deliver for every final recipient on the same node and shard (as
+ * the SMTP receiver does): the node collapses duplicates. */
+static int deliver_group(struct ctl *c, struct final_rcpt *f, size_t n, size_t first,
+			 const struct buf *body)
+{
+	char **rcpts = xcalloc(n, sizeof(char *));
+	size_t *idx = xcalloc(n, sizeof(size_t));
+	size_t k = 0;
+	for (size_t i = first; i < n; i++) {
+		if (f[i].sent || f[i].ref.shard != f[first].ref.shard ||
+		    strcmp(f[i].ref.addr, f[first].ref.addr) != 0)
+			continue;
+		f[i].sent = true;
+		idx[k] = i;
+		rcpts[k++] = f[i].rcpt;
+	}
 	Mail__Rpc__DeliverRequest req = MAIL__RPC__DELIVER_REQUEST__INIT;
-	char *one = (char *)rcpt;
-	req.shard = (uint32_t)ref.shard;
+	req.shard = (uint32_t)f[first].ref.shard;
 	req.sender = "";
-	req.n_recipients = 1;
-	req.recipients = &one;
+	req.n_recipients = k;
+	req.recipients = rcpts;
 	req.body.data = body->data;
 	req.body.len = body->len;
 	req.received_ms = time_real_ms();
 	struct call_wait w;
-	if (call_node(c, ref.addr, RPC_METHOD_DELIVER, &req.base, 30000, &w))
-		return 1;
-	const Mail__Rpc__DeliverReply *rep = (const Mail__Rpc__DeliverReply *)w.reply;
 	int status = 0;
-	for (size_t k = 0; k < rep->n_statuses; k++) {
-		if (strcmp(asked, rep->statuses[k]->recipient) == 0)
-			printf("%s: %u %s\n", asked, rep->statuses[k]->code, rep->statuses[k]->text);
+	if (call_node(c, f[first].ref.addr, RPC_METHOD_DELIVER, &req.base, 30000, &w)) {
+		status = 1;
+		goto out;
+	}
+	const Mail__Rpc__DeliverReply *rep = (const Mail__Rpc__DeliverReply *)w.reply;
+	for (size_t j = 0; j < rep->n_statuses && j < k; j++) {
+		const struct final_rcpt *fr = &f[idx[j]];
+		if (strcmp(fr->asked, rep->statuses[j]->recipient) == 0)
+			printf("%s: %u %s\n", fr->asked, rep->statuses[j]->code, rep->statuses[j]->text);
 		else
-			printf("%s (%s): %u %s\n", asked, rep->statuses[k]->recipient,
-			       rep->statuses[k]->code, rep->statuses[k]->text);
-		if (rep->statuses[k]->code / 100 != 2)
+			printf("%s (%s): %u %s\n", fr->asked, rep->statuses[j]->recipient,
+			       rep->statuses[j]->code, rep->statuses[j]->text);
+		if (rep->statuses[j]->code / 100 != 2)
 			status = 1;
 	}
 	protobuf_c_message_free_unpacked(w.reply, NULL);
+out:
+	free(rcpts);
+	free(idx);
 	return status;
 }
 
@@ -880,6 +911,8 @@ static int cmd_deliver(struct ctl *c, int argc, char **argv)
 	char addrs[1][128];
 	int nlive = live_nodes(c, addrs, 1);
 	int status = 0;
+	struct final_rcpt *fin = NULL;
+	size_t nfin = 0, capfin = 0;
 	for (int i = 0; i < argc; i++) {
 		char **finals = NULL;
 		size_t nfinal = 0;
@@ -904,12 +937,28 @@ static int cmd_deliver(struct ctl *c, int argc, char **argv)
 			nfinal = 1;
 		}
 		for (size_t f = 0; f < nfinal; f++) {
-			if (deliver_one(c, argv[i], finals[f], &body))
-				status = 1;
-			free(finals[f]);
+			struct node_ref ref;
+			int r = rcpt_ref(c, argv[i], finals[f], &ref);
+			if (r) {
+				status = status ? status : r;
+				free(finals[f]);
+				continue;
+			}
+			if (nfin == capfin) {
+				capfin = capfin ? 2 * capfin : 8;
+				fin = xrealloc(fin, capfin * sizeof(*fin));
+			}
+			fin[nfin++] = (struct final_rcpt){ .asked = argv[i], .rcpt = finals[f],
+							   .ref = ref };
 		}
 		free(finals);
 	}
+	for (size_t i = 0; i < nfin; i++)
+		if (!fin[i].sent && deliver_group(c, fin, nfin, i, &body))
+			status = 1;
+	for (size_t i = 0; i < nfin; i++)
+		free(fin[i].rcpt);
+	free(fin);
 	buf_cleanup(&body);
 	return status;
 }

@@ -166,8 +166,19 @@ struct node {
 
 /* Canonical address of a mailbox owner, with any +tag removed. Returns the
  * shard, or -1 with a reason. */
+static int owner_tag_of(struct node *n, const char *addr, char *out, size_t out_len,
+			char *tag_out, size_t tag_len, const char **why);
+
 static int owner_of(struct node *n, const char *addr, char *out, size_t out_len,
 		    const char **why)
+{
+	return owner_tag_of(n, addr, out, out_len, NULL, 0, why);
+}
+
+/* owner_of, and the +tag (without the '+') in tag_out ("" if none or
+ * longer than tag_len - 1). */
+static int owner_tag_of(struct node *n, const char *addr, char *out, size_t out_len,
+			char *tag_out, size_t tag_len, const char **why)
 {
 	struct buf c;
 	buf_init(&c, 256);
@@ -177,10 +188,16 @@ static int owner_of(struct node *n, const char *addr, char *out, size_t out_len,
 	}
 	struct view base, tag, local, domain;
 	address_split(buf_view(&c), &local, &domain);
-	if (address_subaddress(buf_view(&c), '+', &base, &tag))
+	if (tag_out)
+		tag_out[0] = '\0';
+	if (address_subaddress(buf_view(&c), '+', &base, &tag)) {
 		snprintf(out, out_len, "%.*s@%.*s", (int)base.len, (const char *)base.ptr,
 			 (int)domain.len, (const char *)domain.ptr);
-	else
+		if (tag_out && tag.len < tag_len) {
+			memcpy(tag_out, tag.ptr, tag.len);
+			tag_out[tag.len] = '\0';
+		}
+	} else
 		snprintf(out, out_len, "%.*s", (int)c.len, (const char *)c.data);
 	buf_cleanup(&c);
 	return (int)address_shard(view_cstr(out), n->ns->nshards);
@@ -214,7 +231,9 @@ struct deliver_job {
 	const Mail__Rpc__DeliverRequest *req;
 	size_t nrcpt;
 	char (*owner)[256];        /* canonical owner per recipient */
+	char (*tag)[128];          /* +tag per recipient: its folder if that exists */
 	int *target_of;            /* recipient -> target index, -1 = rejected early */
+	size_t *first_of;          /* recipient -> first recipient of its target */
 	uint32_t *code;
 	const char **text;
 	struct deliver_target *targets;
@@ -233,6 +252,20 @@ static void deliver_run(struct work *w)
 		if (body_writer_add(bw, body + off, MIN((size_t)65536, len - off)) < 0)
 			break;
 	j->status = ST_OK;
+	/* user+tag goes into the folder "tag" when the user has one (the
+	 * first recipient of a collapsed group decides), else INBOX. */
+	for (size_t i = 0; i < j->nrcpt; i++) {
+		int t = j->target_of[i];
+		if (t < 0 || !j->tag[i][0] || j->targets[t].mailbox_id)
+			continue;
+		if (j->first_of[i] != (size_t)i)
+			continue;
+		struct mailbox_info mb;
+		enum storage_status st;
+		const char *err;
+		if (store_mailbox_get(j->sh, j->owner[i], j->tag[i], &mb, &st, &err) == 0)
+			j->targets[t].mailbox_id = mb.id;
+	}
 	if (j->ntargets &&
 	    store_deliver(j->sh, bw, j->req->received_ms, j->targets, j->ntargets, &j->status,
 			  &j->error) < 0 &&
@@ -282,6 +315,8 @@ static void deliver_done(struct work *w)
 	free(st);
 	free(stp);
 	free(j->owner);
+	free(j->tag);
+	free(j->first_of);
 	free(j->target_of);
 	free(j->code);
 	free(j->text);
@@ -310,13 +345,16 @@ static void handle_deliver(struct rpc_call *call, const ProtobufCMessage *msg, v
 	j->req = req;
 	j->nrcpt = req->n_recipients;
 	j->owner = xcalloc(j->nrcpt, sizeof(*j->owner));
+	j->tag = xcalloc(j->nrcpt, sizeof(*j->tag));
+	j->first_of = xcalloc(j->nrcpt, sizeof(size_t));
 	j->target_of = xcalloc(j->nrcpt, sizeof(int));
 	j->code = xcalloc(j->nrcpt, sizeof(uint32_t));
 	j->text = xcalloc(j->nrcpt, sizeof(char *));
 	j->targets = xcalloc(j->nrcpt, sizeof(*j->targets));
 	for (size_t i = 0; i < j->nrcpt; i++) {
 		const char *why = NULL;
-		int shard = owner_of(n, req->recipients[i], j->owner[i], sizeof(j->owner[i]), &why);
+		int shard = owner_tag_of(n, req->recipients[i], j->owner[i], sizeof(j->owner[i]),
+					 j->tag[i], sizeof(j->tag[i]), &why);
 		j->target_of[i] = -1;
 		if (shard < 0) {
 			j->code[i] = 501;
@@ -329,9 +367,11 @@ static void handle_deliver(struct rpc_call *call, const ProtobufCMessage *msg, v
 			continue;
 		}
 		/* Duplicate recipients (after +tag removal) get one copy. */
+		j->first_of[i] = i;
 		for (size_t k = 0; k < i; k++) {
 			if (j->target_of[k] >= 0 && strcmp(j->owner[k], j->owner[i]) == 0) {
 				j->target_of[i] = j->target_of[k];
+				j->first_of[i] = j->first_of[k];
 				break;
 			}
 		}

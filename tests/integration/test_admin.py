@@ -5,6 +5,7 @@ disable/enable (login refused while disabled, mail still accepted), user
 delete (mailboxes gone, login refused, delivery 550, the address can be
 created again), domain delete and alias delete, and the argument errors."""
 
+import imaplib
 import json
 import socket
 
@@ -15,10 +16,14 @@ SHARDS = 4
 
 def run(t):
     node, ctl = mt.binary("mailnode"), mt.binary("mailctl")
-    with socket.socket() as s:
-        s.bind((mt.HOST, 0))
-        rpc = s.getsockname()[1]
-    argv = [node, "--set", f"rpc.listen=127.0.0.1:{rpc}", "--set",
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind((mt.HOST, 0))
+            ports.append(s.getsockname()[1])
+    rpc, imap = ports
+    argv = [node, "--set", f"rpc.listen=127.0.0.1:{rpc}", "--set", f"imap.listen=127.0.0.1:{imap}",
+            "--set",
             f"data.dir={t.scratch / 'data'}", "--set", f"shards.count={SHARDS}"]
     n = t.daemon("node", argv)
     n.wait_tcp(rpc)
@@ -96,6 +101,31 @@ def run(t):
     rc, out, err = ctl_run("--json", "user", "add", U, "--password", "again")
     t.check(rc == 0 and json.loads(out)["used_messages"] == 0 and auth(U, "again"),
             "the address can be created again, empty", out + err)
+
+    # --- sub-addressing: user+tag into folder "tag" when it exists ----------------
+    im = imaplib.IMAP4(mt.HOST, imap, timeout=20)
+    im.login(U, "again")
+    typ, _ = im.create("news")
+    t.check(typ == "OK", "IMAP CREATE news")
+    r = deliver("carol+news@example.test")
+    r2 = deliver("carol+nosuchfolder@example.test")
+    r3 = deliver("carol+news@example.test carol@example.test".split()[0])
+    rc, out, err = ctl_run("--json", "mailbox", "list", U)
+    boxes = {json.loads(ln)["name"]: json.loads(ln) for ln in out.splitlines() if ln.startswith("{")}
+    t.check(": 250" in r and ": 250" in r2 and ": 250" in r3 and
+            boxes.get("news", {}).get("messages") == 2 and boxes["INBOX"]["messages"] == 1,
+            "+news went to folder news, +nosuchfolder to INBOX", (r, r2, out))
+    # Duplicates collapse to one copy; the first recipient picks the folder.
+    rc, out, err = ctl_run("deliver", "carol@example.test", "carol+news@example.test",
+                           stdin="Subject: dup\r\n\r\nx\r\n")
+    rc, out2, err = ctl_run("--json", "mailbox", "list", U)
+    boxes = {json.loads(ln)["name"]: json.loads(ln) for ln in out2.splitlines()
+             if ln.startswith("{")}
+    t.check(out.count(": 250") == 2 and boxes["INBOX"]["messages"] == 2 and
+            boxes["news"]["messages"] == 2,
+            "duplicate recipients in one delivery: one copy, in the first one's folder",
+            (out, out2))
+    im.logout()
 
     # --- domain and alias delete ----------------------------------------------------
     ctl_run("domain", "add", "example.test")
