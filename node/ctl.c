@@ -11,7 +11,7 @@
 #include "common/redis.h"
 #include "proto/registry.h"
 #include "proto/rpc.h"
-#include "storage/address.h"
+#include "common/address.h"
 
 struct ctl {
 	struct loop *loop;
@@ -301,47 +301,14 @@ struct node_ref {
 	char canonical[256];
 };
 
-/* Does "all" or "0-84,200" contain shard? */
-static bool spec_has(const char *spec, uint32_t shard)
-{
-	if (strcmp(spec, "all") == 0)
-		return true;
-	const char *p = spec;
-	while (*p) {
-		char *end;
-		unsigned long a = strtoul(p, &end, 10), b = a;
-		if (end == p)
-			return false;
-		if (*end == '-')
-			b = strtoul(end + 1, &end, 10);
-		if (shard >= a && shard <= b)
-			return true;
-		p = *end == ',' ? end + 1 : end;
-		if (*end && *end != ',')
-			return false;
-	}
-	return false;
-}
-
 /* Canonical owner address (no +tag) of addr. */
 static int canonical_owner(const char *addr, char *out, size_t out_len)
 {
-	struct buf c;
-	buf_init(&c, 256);
 	const char *err = NULL;
-	if (address_canonical(view_cstr(addr), &c, &err) < 0) {
+	if (address_owner(view_cstr(addr), out, out_len, NULL, 0, &err) < 0) {
 		fprintf(stderr, "mailctl: %s: %s\n", addr, err);
-		buf_cleanup(&c);
 		return -1;
 	}
-	struct view base, tag, local, domain;
-	address_split(buf_view(&c), &local, &domain);
-	if (address_subaddress(buf_view(&c), '+', &base, &tag))
-		snprintf(out, out_len, "%.*s@%.*s", (int)base.len, (const char *)base.ptr,
-			 (int)domain.len, (const char *)domain.ptr);
-	else
-		snprintf(out, out_len, "%.*s", (int)c.len, (const char *)c.data);
-	buf_cleanup(&c);
 	return 0;
 }
 
@@ -400,7 +367,7 @@ static int node_serving(void *arg, const char *id, const char *info)
 	ref->nshards = (uint32_t)strtoul(ns, NULL, 10);
 	if (ref->nshards) {
 		ref->shard = (int)address_shard(view_cstr(ref->canonical), ref->nshards);
-		if (spec_has(spec, (uint32_t)ref->shard))
+		if (registry_spec_has(spec, (uint32_t)ref->shard))
 			return 1;
 	}
 	ref->addr[0] = '\0'; /* not this one */

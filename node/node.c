@@ -14,7 +14,7 @@
 #include "common/redis.h"
 #include "proto/registry.h"
 #include "proto/rpc.h"
-#include "storage/address.h"
+#include "common/address.h"
 #include "storage/directory.h"
 #include "storage/pwhash.h"
 #include "storage/store.h"
@@ -180,26 +180,10 @@ static int owner_of(struct node *n, const char *addr, char *out, size_t out_len,
 static int owner_tag_of(struct node *n, const char *addr, char *out, size_t out_len,
 			char *tag_out, size_t tag_len, const char **why)
 {
-	struct buf c;
-	buf_init(&c, 256);
-	if (address_canonical(view_cstr(addr), &c, why) < 0) {
-		buf_cleanup(&c);
+	if (address_owner(view_cstr(addr), out, out_len, tag_out, tag_len, why) < 0) {
+		out[0] = '\0';
 		return -1;
 	}
-	struct view base, tag, local, domain;
-	address_split(buf_view(&c), &local, &domain);
-	if (tag_out)
-		tag_out[0] = '\0';
-	if (address_subaddress(buf_view(&c), '+', &base, &tag)) {
-		snprintf(out, out_len, "%.*s@%.*s", (int)base.len, (const char *)base.ptr,
-			 (int)domain.len, (const char *)domain.ptr);
-		if (tag_out && tag.len < tag_len) {
-			memcpy(tag_out, tag.ptr, tag.len);
-			tag_out[tag.len] = '\0';
-		}
-	} else
-		snprintf(out, out_len, "%.*s", (int)c.len, (const char *)c.data);
-	buf_cleanup(&c);
 	return (int)address_shard(view_cstr(out), n->ns->nshards);
 }
 

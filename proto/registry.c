@@ -137,3 +137,24 @@ void heartbeat_stop(struct heartbeat **hbp)
 }
 
 uint64_t heartbeat_count(const struct heartbeat *hb) { return hb->count; }
+
+bool registry_spec_has(const char *spec, uint32_t shard)
+{
+	if (strcmp(spec, "all") == 0)
+		return true;
+	const char *p = spec;
+	while (*p) {
+		char *end;
+		unsigned long a = strtoul(p, &end, 10), b = a;
+		if (end == p)
+			return false;
+		if (*end == '-')
+			b = strtoul(end + 1, &end, 10);
+		if (shard >= a && shard <= b)
+			return true;
+		if (*end && *end != ',')
+			return false;
+		p = *end == ',' ? end + 1 : end;
+	}
+	return false;
+}

@@ -11,6 +11,7 @@
 #ifndef PROTO_REGISTRY_H
 #define PROTO_REGISTRY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,6 +20,21 @@ struct redis_client;
 
 #define REGISTRY_NODES_SET "mail:nodes"
 #define REGISTRY_PROXIES_SET "mail:proxies"
+
+/* The shard map (written by `mailctl cluster` tools with a compare-and-set
+ * that bumps the epoch; read by proxies and nodes):
+ *
+ *   mail:shardmap   hash: "count" -> number of shards S (fixed at init),
+ *                   "<shard>" -> "<epoch> <primary node id> [<replica id>...]"
+ *   channel mail:shardmap   published after every change (payload: the
+ *                   new highest epoch, informational)
+ *
+ * A shard's node address comes from that node's live membership key, so
+ * a shard whose primary is down has no address until failover moves it.
+ * Until a shard map exists, readers derive one from the shards each live
+ * node advertises ("shards=" in its membership info). */
+#define REGISTRY_SHARDMAP_KEY "mail:shardmap"
+#define REGISTRY_SHARDMAP_CHANNEL "mail:shardmap"
 
 /* "node" or "proxy". */
 struct heartbeat;
@@ -34,5 +50,8 @@ uint64_t heartbeat_count(const struct heartbeat *hb);
 const char *registry_member_key(const char *kind, const char *id, char *out, size_t out_len);
 /* Parse "key=value" out of an info string; copies into out; 0 or -1. */
 int registry_info_get(const char *info, const char *key, char *out, size_t out_len);
+/* Does a shard spec ("all" or "0-84,200") contain shard? A malformed spec
+ * contains nothing past the point where it stops making sense. */
+bool registry_spec_has(const char *spec, uint32_t shard);
 
 #endif

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "storage/address.h"
+#include "common/address.h"
 #include "storage/codec.h"
 
 #define KEY_DOMAIN 'D'

@@ -10,7 +10,7 @@
  *   4. a catch-all alias "@domain" applies when the caller reports that
  *      the user does not exist (directory_resolve_catchall).
  * Aliases are not expanded recursively beyond DIRECTORY_MAX_DEPTH levels,
- * and a loop is cut there. Addresses are canonical (storage/address.h). */
+ * and a loop is cut there. Addresses are canonical (common/address.h). */
 #ifndef STORAGE_DIRECTORY_H
 #define STORAGE_DIRECTORY_H
 

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 
 #include "common/base.h"
-#include "storage/address.h"
+#include "common/address.h"
 
 static int failures;
 
@@ -337,7 +337,7 @@ struct hash_vec {
 };
 
 /* Computed with an independent Python SipHash-2-4 implementation checked
- * against the reference vectors; also documented in storage/address.h. */
+ * against the reference vectors; also documented in common/address.h. */
 static const struct hash_vec hash_vecs[] = {
 	{ "alice@example.com", UINT64_C(0x7eedb794fef0a3d7), 215 },
 	{ "bob@example.com", UINT64_C(0x692fcc959f5c5a25), 37 },

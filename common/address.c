@@ -1,4 +1,7 @@
-#include "storage/address.h"
+#include "common/address.h"
+
+#include <stdio.h>
+#include <string.h>
 
 static bool is_ws(uint8_t c)
 {
@@ -312,6 +315,38 @@ int address_catchall_key(struct view domain, struct buf *out)
 	if (buf_append(out, "@", 1) < 0 ||
 	    buf_append(out, domain.ptr, domain.len) < 0) {
 		buf_reset(out);
+		return -1;
+	}
+	return 0;
+}
+
+int address_owner(struct view in, char *owner, size_t owner_len, char *tag, size_t tag_len,
+		  const char **error_r)
+{
+	struct buf c;
+	buf_init(&c, 256);
+	if (tag_len)
+		tag[0] = '\0';
+	if (address_canonical(in, &c, error_r) < 0) {
+		buf_cleanup(&c);
+		return -1;
+	}
+	struct view base, t, local, domain;
+	address_split(buf_view(&c), &local, &domain);
+	int n;
+	if (address_subaddress(buf_view(&c), '+', &base, &t)) {
+		n = snprintf(owner, owner_len, "%.*s@%.*s", (int)base.len, (const char *)base.ptr,
+			     (int)domain.len, (const char *)domain.ptr);
+		if (tag_len && t.len < tag_len) {
+			memcpy(tag, t.ptr, t.len);
+			tag[t.len] = '\0';
+		}
+	} else {
+		n = snprintf(owner, owner_len, "%.*s", (int)c.len, (const char *)c.data);
+	}
+	buf_cleanup(&c);
+	if (n < 0 || (size_t)n >= owner_len) {
+		*error_r = "address too long";
 		return -1;
 	}
 	return 0;

@@ -37,8 +37,8 @@
  *  - control characters (C0, DEL, C1) and invalid UTF-8 (overlong forms,
  *    surrogates, > U+10FFFF, truncated sequences) are refused anywhere.
  */
-#ifndef STORAGE_ADDRESS_H
-#define STORAGE_ADDRESS_H
+#ifndef COMMON_ADDRESS_H
+#define COMMON_ADDRESS_H
 
 #include "common/base.h"
 
@@ -103,6 +103,14 @@ bool address_subaddress(struct view canonical, char delim,
 uint64_t address_hash64(struct view canonical);
 /* Shard of `canonical` in 0..nshards-1; 0 when nshards is 0. */
 uint32_t address_shard(struct view canonical, uint32_t nshards);
+
+/* The mailbox owner of an address as typed: canonical form with any
+ * "+tag" removed from the local part, NUL-terminated in owner (at least
+ * 256 bytes hold any address). The tag (without '+') goes to tag when
+ * tag_len > 0 ("" if none or if it does not fit). Returns 0, or -1 with a
+ * reason in *error_r. */
+int address_owner(struct view in, char *owner, size_t owner_len, char *tag, size_t tag_len,
+		  const char **error_r);
 
 /* Catch-all alias key for a domain: "@" + domain, replacing what `out`
  * held. `domain` must already be canonical (e.g. from address_split).
