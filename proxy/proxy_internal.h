@@ -117,20 +117,32 @@ struct relay_client_info {
 	uint64_t session_id;
 };
 
+/* Fill info from the client connection (addr_buf holds the address
+ * text, >= 64 bytes). */
+void proxy_client_info(struct conn *c, uint64_t session_id, struct relay_client_info *info,
+		       char *addr_buf, size_t addr_len);
+
 enum relay_proto { RELAY_IMAP, RELAY_POP3 };
 
+struct relay;
 /* Hand the authenticated client connection `client` to the node at
- * t->addr: connect, send OPEN_SESSION (imap_tag = the login command's
- * tag, utf8 = POP3 UTF8 given), then splice bytes both ways until either
- * side closes. On failure before the node took the session, `fail` is
- * called on the loop (with the client connection still open, so the
- * session can answer NO/-ERR); after that the relay owns the client
- * connection's handler. Input from the client must be paused by the caller
- * until then; bytes the client already sent after the login command are
- * forwarded (pipelining). */
-void relay_start(struct proxy *p, struct conn *client, const struct route_target *t,
-		 enum relay_proto proto, const char *imap_tag, bool utf8,
-		 const struct relay_client_info *info,
-		 void (*fail)(void *arg, const char *why), void *arg);
+ * t->addr: connect, send OPEN_SESSION (imap_tag = the tag of the login
+ * command, answered by the node; utf8 = POP3 UTF8 given before login),
+ * then splice bytes both ways until either side closes. The caller pauses
+ * the client's input first and keeps its handler until `done` runs, once,
+ * on the loop (never inside relay_start):
+ *   done(arg, true, NULL)  the relay owns the client connection now (its
+ *                          handler is replaced); the caller forgets it.
+ *                          Input the client sent after the login command
+ *                          is forwarded (pipelining).
+ *   done(arg, false, why)  the node could not take the session; the
+ *                          client connection is untouched (still paused).
+ * If the client connection closes before done, call relay_cancel (done is
+ * then not called). */
+struct relay *relay_start(struct proxy *p, struct conn *client, const struct route_target *t,
+			  enum relay_proto proto, const char *imap_tag, bool utf8,
+			  const struct relay_client_info *info,
+			  void (*done)(void *arg, bool ok, const char *why), void *arg);
+void relay_cancel(struct relay *r);
 
 #endif
