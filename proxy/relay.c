@@ -38,6 +38,7 @@ struct relay {
 	char why[160];
 	struct timer later; /* runs done() off the caller's stack */
 	uint64_t up, down;  /* bytes client->node, node->client */
+	unsigned hold;      /* inside a call that may close the other side */
 	char user[256];
 };
 
@@ -46,7 +47,7 @@ static const struct conn_handler relay_client_handler;
 
 static void relay_maybe_free(struct relay *r)
 {
-	if (r->client || r->node || timer_armed(&r->later))
+	if (r->hold || r->client || r->node || timer_armed(&r->later))
 		return;
 	free(r);
 }
@@ -259,7 +260,9 @@ static void node_on_close(struct conn *c, enum conn_close_reason why)
 			conn_printf(r->client, "* BYE [UNAVAILABLE] mail store connection lost\r\n");
 		else if (r->proto == RELAY_POP3 && !r->client_quit)
 			conn_printf(r->client, "-ERR [SYS/TEMP] mail store connection lost\r\n");
-		conn_close(r->client);
+		r->hold++;
+		conn_close(r->client); /* may run client_on_close now */
+		r->hold--;
 	}
 	relay_maybe_free(r);
 }
@@ -318,8 +321,11 @@ static void client_on_close(struct conn *c, enum conn_close_reason why)
 	LOG_INFO("relay", r->sid, "client_closed", "user=%s reason=%s up=%llu down=%llu",
 		 r->user, conn_close_reason_str(why), (unsigned long long)r->up,
 		 (unsigned long long)r->down);
-	if (r->node)
+	if (r->node) {
+		r->hold++;
 		conn_close(r->node); /* flushes what the client sent last */
+		r->hold--;
+	}
 	relay_maybe_free(r);
 }
 
