@@ -16,10 +16,10 @@ Running `up` twice is safe.
 
 Ports (P = port base, default 10000): Redis P+379, node I RPC P+7000+I,
 node I IMAP P+7100+I and POP3 P+7200+I (plaintext, loopback), node I
-metrics P+9100+I, proxy metrics P+9100. Mail ports (SMTP P+25,
-submission P+587, submissions P+465, IMAP P+143, IMAPS P+993, POP3 P+110,
-POP3S P+995) are reserved for the proxy issue and written to cluster.env
-already.
+metrics P+9100+I, proxy metrics P+9100. The proxy serves IMAP P+143
+(STARTTLS), IMAPS P+993, POP3 P+110 (STLS) and POP3S P+995 for every user,
+routed to the user's node; SMTP P+25, submission P+587 and submissions P+465
+are reserved for the SMTP receiver. All ports are in cluster.env.
 """
 import argparse
 import os
@@ -323,12 +323,19 @@ class Cluster:
         if self.running("proxy1", bins["mailproxy"]):
             return
         check_free(self.proxy_metrics, "proxy1")
+        p = self.port_base
         pid = self.spawn("proxy1", [bins["mailproxy"],
                                     "--set", "proxy.id=proxy1",
+                                    "--set", "proxy.hostname=mail.example.test",
                                     "--set", f"metrics.listen=127.0.0.1:{self.proxy_metrics}",
                                     "--set", f"redis.url={self.redis_url}",
+                                    "--set", f"imap.listen=127.0.0.1:{p + 143}",
+                                    "--set", f"imaps.listen=127.0.0.1:{p + 993}",
+                                    "--set", f"pop3.listen=127.0.0.1:{p + 110}",
+                                    "--set", f"pop3s.listen=127.0.0.1:{p + 995}",
                                     "--set", f"tls.cert={cert}", "--set", f"tls.key={key}"])
         wait_port(self.proxy_metrics, pid, "mailproxy")
+        wait_port(p + 993, pid, "mailproxy")
 
 
 def cmd_up(args):
@@ -357,25 +364,27 @@ def cmd_up(args):
     c.write_env(bins, ca, password)
     env = os.path.join(c.dir, "cluster.env")
     owner = c.owner_node(bins, DEMO_USER)
+    p = c.port_base
     print(f"""cluster is up: Redis, {c.nodes} mailnode(s), 1 mailproxy ({c.dir})
 demo user: {DEMO_USER}  password: {password}
-its mailbox is on node{owner}: IMAP 127.0.0.1:{c.node_imap(owner)}, POP3 127.0.0.1:{c.node_pop3(owner)}
-(plaintext, loopback only; the proxy's TLS ports come with the proxy issue)
+through the proxy (TLS with the cluster's own CA, routed to node{owner}):
+IMAPS 127.0.0.1:{p + 993}, IMAP+STARTTLS :{p + 143}, POP3S :{p + 995}, POP3+STLS :{p + 110}
 
-  curl -s --user '{DEMO_USER}:{password}' imap://127.0.0.1:{c.node_imap(owner)}/INBOX -X 'FETCH 1 BODY[]'
-  curl -s --user '{DEMO_USER}:{password}' pop3://127.0.0.1:{c.node_pop3(owner)}/1
+  curl -s --cacert {ca} --resolve mail.example.test:{p + 993}:127.0.0.1 \\
+       --user '{DEMO_USER}:{password}' 'imaps://mail.example.test:{p + 993}/INBOX;UID=1'
+  curl -s --cacert {ca} --user '{DEMO_USER}:{password}' pop3s://127.0.0.1:{p + 995}/1
 
   export REDIS_URL={c.redis_url}
   {bins['mailctl']} status
   {bins['mailctl']} mailbox list {DEMO_USER}
   printf 'Subject: hi\\r\\n\\r\\nhello\\r\\n' | {bins['mailctl']} deliver {DEMO_USER}
   {bins['mailctl']} user add you@example.test
-  curl -s http://127.0.0.1:{c.node_metrics(1)}/metrics
+  curl -s http://127.0.0.1:{c.proxy_metrics}/metrics
 
 settings: {env}; logs: {c.logdir}; stop with: {os.path.join(HERE, "local-cluster")} down --dir {c.dir}
-SMTP and the proxy's client ports (TLS, routing) arrive with the proxy issue
-(see README.md); today mail goes in with mailctl deliver and out with IMAP/POP3
-on the owning node.""")
+The nodes also serve plaintext IMAP/POP3 on loopback for tests (node{owner}:
+IMAP {c.node_imap(owner)}, POP3 {c.node_pop3(owner)}). SMTP comes with the SMTP
+receiver (see README.md); today mail goes in with mailctl deliver.""")
 
 
 def cmd_status(args):

@@ -263,6 +263,18 @@ def run(t):
         t.check(count == 1, "POP3 on the demo user's node: one message")
     except Exception as e:  # noqa: BLE001
         t.check(False, "POP3 on the demo user's node: one message", repr(e))
+    curl = mt.require_tool("curl")
+    rc, out, err = mt.run([curl, "-sS", "--cacert", kv.get("CA_FILE", ""), "--resolve",
+                           f"mail.example.test:{base + 993}:127.0.0.1", "--user",
+                           f"{kv.get('DEMO_USER')}:{kv.get('DEMO_PASSWORD')}",
+                           f"imaps://mail.example.test:{base + 993}/INBOX;UID=1"], timeout=30)
+    t.check(rc == 0 and "Welcome to your mail cluster" in out,
+            "curl over IMAPS through the proxy reads the welcome message", out + err)
+    rc, out, err = mt.run([curl, "-sS", "--cacert", kv.get("CA_FILE", ""), "--user",
+                           f"{kv.get('DEMO_USER')}:{kv.get('DEMO_PASSWORD')}",
+                           f"pop3s://127.0.0.1:{base + 995}/1"], timeout=30)
+    t.check(rc == 0 and "Welcome to your mail cluster" in out,
+            "curl over POP3S through the proxy reads the welcome message", out + err)
     rc, out, err = mt.run(["python3", lc, "up", "--dir", cdir], timeout=60, env=env)
     t.check(rc == 0, "local-cluster up twice is safe", out + err)
     rc, out, err = mt.run(["python3", lc, "stop-node", "2", "--dir", cdir], timeout=30)
