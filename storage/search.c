@@ -1548,7 +1548,16 @@ static void ctx_cleanup(struct ctx *c)
 int store_search(struct shard *sh, uint64_t mailbox_id, const struct search_key *q,
 		 uint32_t **uids_r, size_t *n_r, const char **error_r)
 {
+	return store_search_modseq(sh, mailbox_id, q, uids_r, NULL, n_r, error_r);
+}
+
+int store_search_modseq(struct shard *sh, uint64_t mailbox_id, const struct search_key *q,
+			uint32_t **uids_r, uint64_t **modseqs_r, size_t *n_r,
+			const char **error_r)
+{
 	*uids_r = NULL;
+	if (modseqs_r)
+		*modseqs_r = NULL;
 	*n_r = 0;
 	struct ctx c;
 	memset(&c, 0, sizeof(c));
@@ -1572,6 +1581,7 @@ int store_search(struct shard *sh, uint64_t mailbox_id, const struct search_key 
 	uint32_t lo, hi;
 	uid_bounds(q, &lo, &hi);
 	uint32_t *all = NULL, *res = NULL;
+	uint64_t *mods = NULL;
 	size_t n_all = 0, n_res = 0, cap_res = 0;
 	int ret = 0;
 	if (lo <= hi && store_uids(sh, mailbox_id, &all, &n_all, error_r) != 0) {
@@ -1600,7 +1610,11 @@ int store_search(struct shard *sh, uint64_t mailbox_id, const struct search_key 
 					if (n_res == cap_res) {
 						cap_res = cap_res ? cap_res * 2 : 64;
 						res = xrealloc(res, cap_res * sizeof(*res));
+						if (modseqs_r)
+							mods = xrealloc(mods, cap_res * sizeof(*mods));
 					}
+					if (modseqs_r)
+						mods[n_res] = ms[k].modseq;
 					res[n_res++] = ms[k].uid;
 				}
 			}
@@ -1613,9 +1627,12 @@ int store_search(struct shard *sh, uint64_t mailbox_id, const struct search_key 
 	ctx_cleanup(&c);
 	if (ret != 0) {
 		free(res);
+		free(mods);
 		return -1;
 	}
 	*uids_r = res;
+	if (modseqs_r)
+		*modseqs_r = mods;
 	*n_r = n_res;
 	return 0;
 }

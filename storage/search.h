@@ -188,5 +188,10 @@ int64_t search_days_from_civil(int y, int m, int d);
  * Blocking: run it on a worker thread like every store call. */
 int store_search(struct shard *sh, uint64_t mailbox_id, const struct search_key *q,
 		 uint32_t **uids_r, size_t *n_r, const char **error_r);
+/* store_search that also returns each match's modseq (*modseqs_r, malloc'ed,
+ * parallel to *uids_r) for the (MODSEQ n) of a CONDSTORE search. */
+int store_search_modseq(struct shard *sh, uint64_t mailbox_id, const struct search_key *q,
+			uint32_t **uids_r, uint64_t **modseqs_r, size_t *n_r,
+			const char **error_r);
 
 #endif

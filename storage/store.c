@@ -2346,6 +2346,142 @@ int store_changes_since(struct shard *sh, uint64_t mailbox_id, uint64_t modseq,
 	return 0;
 }
 
+/* ---- a session's consistent view --------------------------------------------- */
+
+static int cmp_expunged(const void *a, const void *b)
+{
+	const struct store_expunged *x = a, *y = b;
+	return x->uid < y->uid ? -1 : x->uid > y->uid;
+}
+
+int store_mailbox_view(struct shard *sh, uint64_t mailbox_id, uint64_t since, bool want_uids,
+		       struct store_view *out, enum storage_status *status_r, const char **error_r)
+{
+	memset(out, 0, sizeof(*out));
+	const rocksdb_snapshot_t *snap = rocksdb_create_snapshot(sh->db);
+	rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+	rocksdb_readoptions_set_snapshot(ro, snap);
+	int ret = -1;
+	char *err = NULL;
+	struct key k;
+	key_mailbox(&k, mailbox_id);
+	size_t vl = 0;
+	char *v = rocksdb_get(sh->db, ro, (const char *)k.b, k.len, &vl, &err);
+	struct mbox_rec m;
+	if (err) {
+		ret = rocks_fail(error_r, status_r, err);
+		goto out;
+	}
+	if (!v) {
+		ret = fail(error_r, status_r, ST_NOT_FOUND, "no such mailbox");
+		goto out;
+	}
+	bool ok = dec_mbox(view_make(v, vl), mailbox_id, &m);
+	free(v);
+	if (!ok) {
+		ret = fail(error_r, status_r, ST_IO, "corrupt mailbox record");
+		goto out;
+	}
+	out->mi = m.m;
+	bool scan_msgs = want_uids || since < m.m.highestmodseq;
+	size_t cap_u = 0, cap_c = 0, cap_v = 0;
+	uint8_t prefix[17];
+	prefix[0] = KEY_MESSAGE;
+	be64(prefix + 1, mailbox_id);
+	rocksdb_iterator_t *it = scan_msgs ? rocksdb_create_iterator(sh->db, ro) : NULL;
+	if (it)
+		rocksdb_iter_seek(it, (const char *)prefix, 9);
+	bool bad = false;
+	while (it && rocksdb_iter_valid(it) && !bad) {
+		size_t kl;
+		const char *kk = rocksdb_iter_key(it, &kl);
+		if (kl != 13 || memcmp(kk, prefix, 9) != 0)
+			break;
+		uint32_t uid = rd32((const uint8_t *)kk + 9);
+		const char *val = rocksdb_iter_value(it, &vl);
+		if (want_uids) {
+			if (out->n_uids == cap_u) {
+				cap_u = cap_u ? cap_u * 2 : 256;
+				out->uids = xrealloc(out->uids, cap_u * sizeof(uint32_t));
+			}
+			out->uids[out->n_uids++] = uid;
+		}
+		/* The modseq follows the version byte: decode the rest only
+		 * for a changed message. */
+		struct dec d = dec_make(val, vl);
+		uint8_t ver = get_u8(&d);
+		uint64_t ms = get_u64(&d);
+		if (d.bad || ver != RECORD_VERSION) {
+			bad = true;
+			break;
+		}
+		if (ms > since) {
+			if (out->n_changed == cap_c) {
+				cap_c = cap_c ? cap_c * 2 : 64;
+				out->changed = xrealloc(out->changed, cap_c * sizeof(*out->changed));
+			}
+			if (!dec_msg(view_make(val, vl), uid, &out->changed[out->n_changed])) {
+				bad = true;
+				break;
+			}
+			out->n_changed++;
+		}
+		rocksdb_iter_next(it);
+	}
+	if (it) {
+		rocksdb_iter_get_error(it, &err);
+		rocksdb_iter_destroy(it);
+	}
+	/* Expunges logged after since: the log is keyed by modseq. */
+	if (!err && !bad && since < m.m.highestmodseq) {
+		prefix[0] = KEY_EXPUNGE;
+		be64(prefix + 9, since + 1);
+		it = rocksdb_create_iterator(sh->db, ro);
+		rocksdb_iter_seek(it, (const char *)prefix, 17);
+		while (rocksdb_iter_valid(it)) {
+			size_t kl;
+			const uint8_t *kk = (const uint8_t *)rocksdb_iter_key(it, &kl);
+			if (kl != 21 || memcmp(kk, prefix, 9) != 0)
+				break;
+			if (out->n_vanished == cap_v) {
+				cap_v = cap_v ? cap_v * 2 : 64;
+				out->vanished = xrealloc(out->vanished,
+							 cap_v * sizeof(*out->vanished));
+			}
+			struct store_expunged *e = &out->vanished[out->n_vanished++];
+			e->uid = rd32(kk + 17);
+			e->modseq = rd64(kk + 9);
+			rocksdb_iter_next(it);
+		}
+		rocksdb_iter_get_error(it, &err);
+		rocksdb_iter_destroy(it);
+		if (out->n_vanished > 1)
+			qsort(out->vanished, out->n_vanished, sizeof(*out->vanished), cmp_expunged);
+	}
+	if (err) {
+		ret = rocks_fail(error_r, status_r, err);
+	} else if (bad) {
+		ret = fail(error_r, status_r, ST_IO, "corrupt message record");
+	} else {
+		set_ok(status_r);
+		ret = 0;
+	}
+out:
+	rocksdb_readoptions_destroy(ro);
+	rocksdb_release_snapshot(sh->db, snap);
+	if (ret < 0)
+		store_view_cleanup(out);
+	return ret;
+}
+
+void store_view_cleanup(struct store_view *v)
+{
+	free(v->uids);
+	free_msgs(v->changed, v->n_changed);
+	free(v->vanished);
+	memset(v, 0, sizeof(*v));
+}
+
 /* ---- replication hooks ------------------------------------------------------ */
 
 uint64_t shard_latest_seq(struct shard *sh)

@@ -295,6 +295,29 @@ int store_changes_since(struct shard *sh, uint64_t mailbox_id, uint64_t modseq,
 			struct msg_info **changed_r, size_t *n_changed_r,
 			uint32_t **vanished_r, size_t *n_vanished_r, const char **error_r);
 
+/* One consistent view of a mailbox for an IMAP session, read from a single
+ * snapshot: the mailbox record; with want_uids every UID (ascending); the
+ * messages whose modseq is above `since` (UID order, the new ones
+ * included); and the expunges logged above `since` (by UID, with the
+ * modseq each got). Nothing is scanned for the last two when `since` is
+ * not below the mailbox's HIGHESTMODSEQ. Free with store_view_cleanup. */
+struct store_expunged {
+	uint32_t uid;
+	uint64_t modseq;
+};
+struct store_view {
+	struct mailbox_info mi;
+	uint32_t *uids;
+	size_t n_uids;
+	struct msg_info *changed;
+	size_t n_changed;
+	struct store_expunged *vanished;
+	size_t n_vanished;
+};
+int store_mailbox_view(struct shard *sh, uint64_t mailbox_id, uint64_t since, bool want_uids,
+		       struct store_view *out, enum storage_status *status_r, const char **error_r);
+void store_view_cleanup(struct store_view *v);
+
 /* ---- change notification ------------------------------------------------- */
 
 /* A process-wide counter per mailbox, bumped after every durable change of
