@@ -41,6 +41,8 @@ struct imap_session {
 	unsigned auth_failures;
 	bool rev2;       /* ENABLE IMAP4rev2 */
 	bool utf8;       /* ENABLE UTF8=ACCEPT or IMAP4rev2 */
+	bool condstore;  /* a CONDSTORE enabling command was seen (RFC 7162) */
+	bool qresync;    /* ENABLE QRESYNC: VANISHED replaces EXPUNGE */
 	bool sasl_wait;  /* AUTHENTICATE PLAIN waiting for "+ " response */
 	bool closed;     /* on_close ran; free when nothing is in flight */
 	unsigned in_cb;  /* inside on_data / job_done */
@@ -52,7 +54,16 @@ struct imap_session {
 	uint64_t sel_id;
 	char *sel_name; /* exact size; NULL unless SELECTED */
 	uint32_t sel_uidvalidity;
+	/* Every change up to sel_modseq is reflected in the UID list and was
+	 * reported, except the expunges held in pend. */
 	uint64_t sel_modseq;
+	uint64_t sync_seen; /* store_mailbox_changes() read before the last sync */
+	uint64_t hms_sent;  /* the HIGHESTMODSEQ the client was last told */
+	/* Expunged by others while sequence numbers could not change (FETCH,
+	 * STORE, SEARCH...): still in uids, reported by a later command. By
+	 * UID, with the modseq of each expunge. */
+	struct imap_change *pend;
+	size_t n_pend;
 	bool sel_readonly;
 	uint32_t *uids; /* sequence number = index + 1 */
 	size_t n_uids;
@@ -62,6 +73,10 @@ struct imap_session {
 	 * loop), imap_uids_pack() when the command is over. */
 	uint32_t *uid_runs;
 	size_t n_uid_runs;
+	/* SEARCHRES: the saved result "$" as UIDs (ascending); reset by
+	 * SELECT, EXAMINE, CLOSE and UNSELECT. */
+	uint32_t *saved;
+	size_t n_saved;
 
 	/* the command in progress (views valid while paused) */
 	const struct imap_command *cmd;
@@ -74,6 +89,13 @@ struct imap_session {
 	struct buf out; /* written by run, sent by the loop */
 	bool more;      /* run wants another step after a drain */
 	bool fatal;     /* close after sending out */
+	/* Untagged updates of the command (see imap_sync_selected). */
+	bool pipelined;    /* more input followed the command */
+	bool sync_expunge; /* others' expunges may be reported now */
+	bool presync;      /* sync before the job runs (no sync of its own) */
+	bool hms_tagged;   /* the tagged OK carries [HIGHESTMODSEQ] */
+	bool hms_announce; /* first CONDSTORE enabling command: tell HIGHESTMODSEQ */
+	char *after_sync;  /* reply of a loop-thread command, sent after a sync */
 
 	/* login */
 	char *auth_user; /* AUTH_USER_MAX bytes while a login runs */
@@ -93,13 +115,18 @@ struct imap_session {
 	 * IMAP_IDLE_POLL_MS */
 	bool idling;
 	struct timer idle_timer;
-	uint64_t idle_seen; /* store_mailbox_changes() at the last sync */
 
 	struct search_key *search;
 	struct imap_fetch *fetch;
 };
 
 #define AUTH_USER_MAX 256
+
+/* A message's UID with a modseq: a change, or an expunge. */
+struct imap_change {
+	uint32_t uid;
+	uint64_t modseq;
+};
 
 /* The selected mailbox's UID list: expanded for a command, packed while
  * the session waits. */
@@ -142,11 +169,26 @@ int imap_resolve_set(struct imap_session *s, const struct imap_seqset *set, bool
 /* Sequence number of uid (1-based), 0 if unknown. */
 uint32_t imap_seq_of(const struct imap_session *s, uint32_t uid);
 /* Remove UIDs (ascending) from the selected list, writing "* n EXPUNGE"
- * in descending order to b. */
+ * in descending order to b, or one "* VANISHED uids" once QRESYNC is on. */
 void imap_apply_expunge(struct imap_session *s, const uint32_t *gone, size_t n, struct buf *b);
-/* Worker: compare the selected mailbox with the store and write EXISTS /
- * EXPUNGE / FETCH FLAGS to s->out. */
+/* Worker: bring the selected mailbox up to date and write the untagged
+ * updates for changes made by others to s->out: EXPUNGE (or VANISHED)
+ * first, then EXISTS, then FETCH (UID, FLAGS, and MODSEQ under
+ * CONDSTORE). Expunges are reported only when s->sync_expunge (the
+ * command may renumber: RFC 9051 7.5.1, 5.5); otherwise they wait in
+ * s->pend. Costs an atomic load when nothing changed. Once QRESYNC is on
+ * and something was reported, an untagged OK [HIGHESTMODSEQ] follows
+ * (unless the tagged OK carries it, s->hms_tagged). */
 void imap_sync_selected(struct imap_session *s);
+/* The same, skipping the flag changes this command reported itself
+ * (own: by UID ascending). */
+void imap_sync_own(struct imap_session *s, const struct imap_change *own, size_t n_own);
+/* The HIGHESTMODSEQ the client may be told: below the first expunge still
+ * held back. */
+uint64_t imap_highestmodseq(const struct imap_session *s);
+/* "* n FETCH (UID u FLAGS (...)[ MODSEQ (m)])" for a flag change. */
+void imap_put_flag_fetch(struct imap_session *s, struct buf *b, uint32_t seq,
+			 const struct msg_info *m);
 
 /* Command handlers (loop thread); each either replies or posts a job. */
 void imap_cmd_select(struct imap_session *s, bool readonly);

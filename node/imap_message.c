@@ -87,19 +87,44 @@ uint32_t imap_seq_of(const struct imap_session *s, uint32_t uid)
 	return lo < s->n_uids && s->uids[lo] == uid ? (uint32_t)lo + 1 : 0;
 }
 
+/* uids[0..n) (ascending, room for s->n_uids) united with the saved
+ * result "$", as far as those messages are still in the mailbox. */
+static size_t union_saved(const struct imap_session *s, uint32_t *uids, size_t n)
+{
+	if (s->n_saved == 0)
+		return n;
+	uint32_t *m = xmalloc((n + s->n_saved) * sizeof(uint32_t));
+	size_t i = 0, j = 0, k = 0;
+	while (i < n || j < s->n_saved) {
+		uint32_t v;
+		if (j >= s->n_saved || (i < n && uids[i] <= s->saved[j])) {
+			v = uids[i];
+			if (j < s->n_saved && s->saved[j] == v)
+				j++;
+			i++;
+		} else {
+			v = s->saved[j++];
+			if (!imap_seq_of(s, v))
+				continue;
+		}
+		m[k++] = v;
+	}
+	memcpy(uids, m, k * sizeof(uint32_t));
+	free(m);
+	return k;
+}
+
 int imap_resolve_set(struct imap_session *s, const struct imap_seqset *set, bool uid,
 		     uint32_t **uids_r, size_t *n_r, const char **error_r)
 {
 	*uids_r = NULL;
 	*n_r = 0;
-	if (set->saved) {
-		*error_r = "Saved search results ($) are not supported";
-		return -1;
-	}
 	if (uid) {
 		uint32_t *out = xmalloc((s->n_uids ? s->n_uids : 1) * sizeof(uint32_t));
 		*n_r = imap_seqset_filter_uids(set, s->uids, s->n_uids, out);
 		*uids_r = out;
+		if (set->saved)
+			*n_r = union_saved(s, out, *n_r);
 		return 0;
 	}
 	if (imap_seqset_max_number(set) > s->n_uids) {
@@ -117,6 +142,10 @@ int imap_resolve_set(struct imap_session *s, const struct imap_seqset *set, bool
 		for (uint64_t q = r[i].lo; q <= r[i].hi; q++)
 			out[k++] = s->uids[q - 1];
 	free(r);
+	if (set->saved) {
+		out = xrealloc(out, (s->n_uids ? s->n_uids : 1) * sizeof(uint32_t));
+		k = union_saved(s, out, k);
+	}
 	*uids_r = out;
 	*n_r = k;
 	return 0;
@@ -129,15 +158,24 @@ void imap_apply_expunge(struct imap_session *s, const uint32_t *gone, size_t n, 
 	/* Mark, report from the highest sequence number down (so every number
 	 * is valid when sent), then compact. */
 	uint32_t *seqs = xmalloc(n * sizeof(uint32_t));
+	uint32_t *known = xmalloc(n * sizeof(uint32_t));
 	size_t ns = 0;
 	for (size_t i = 0; i < n; i++) {
 		uint32_t q = imap_seq_of(s, gone[i]);
-		if (q)
+		if (q) {
+			known[ns] = gone[i];
 			seqs[ns++] = q;
+		}
+	}
+	if (s->qresync && ns) {
+		buf_printf(b, "* VANISHED ");
+		imap_put_set(b, known, ns);
+		buf_printf(b, "\r\n");
 	}
 	/* gone is ascending, so seqs is too */
 	for (size_t i = ns; i-- > 0;) {
-		buf_printf(b, "* %u EXPUNGE\r\n", seqs[i]);
+		if (!s->qresync)
+			buf_printf(b, "* %u EXPUNGE\r\n", seqs[i]);
 		s->uids[seqs[i] - 1] = 0;
 	}
 	size_t w = 0;
@@ -146,63 +184,141 @@ void imap_apply_expunge(struct imap_session *s, const uint32_t *gone, size_t n, 
 			s->uids[w++] = s->uids[i];
 	s->n_uids = w;
 	free(seqs);
+	free(known);
+}
+
+uint64_t imap_highestmodseq(const struct imap_session *s)
+{
+	uint64_t h = s->sel_modseq;
+	for (size_t i = 0; i < s->n_pend; i++)
+		if (s->pend[i].modseq <= h)
+			h = s->pend[i].modseq - 1;
+	return h;
+}
+
+void imap_put_flag_fetch(struct imap_session *s, struct buf *b, uint32_t seq,
+			 const struct msg_info *m)
+{
+	buf_printf(b, "* %u FETCH (UID %u FLAGS ", seq, m->uid);
+	imap_put_flags(b, m->flags, m->keywords);
+	if (s->condstore)
+		buf_printf(b, " MODSEQ (%llu)", (unsigned long long)m->modseq);
+	buf_printf(b, ")\r\n");
+}
+
+static bool own_change(const struct imap_change *own, size_t n, const struct msg_info *m)
+{
+	size_t lo = 0, hi = n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (own[mid].uid < m->uid)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < n && own[lo].uid == m->uid && own[lo].modseq == m->modseq;
+}
+
+/* Expunges of others found by a sync: held in pend until they may be
+ * reported (only UIDs this session still lists, each once). */
+static void pend_add(struct imap_session *s, const struct store_expunged *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (!imap_seq_of(s, v[i].uid))
+			continue;
+		size_t k = 0;
+		while (k < s->n_pend && s->pend[k].uid < v[i].uid)
+			k++;
+		if (k < s->n_pend && s->pend[k].uid == v[i].uid)
+			continue;
+		s->pend = xrealloc(s->pend, (s->n_pend + 1) * sizeof(*s->pend));
+		memmove(s->pend + k + 1, s->pend + k, (s->n_pend - k) * sizeof(*s->pend));
+		s->pend[k].uid = v[i].uid;
+		s->pend[k].modseq = v[i].modseq;
+		s->n_pend++;
+	}
+}
+
+static void pend_flush(struct imap_session *s)
+{
+	if (!s->n_pend)
+		return;
+	uint32_t *gone = xmalloc(s->n_pend * sizeof(uint32_t));
+	for (size_t i = 0; i < s->n_pend; i++)
+		gone[i] = s->pend[i].uid;
+	size_t n = s->n_pend;
+	free(s->pend);
+	s->pend = NULL;
+	s->n_pend = 0;
+	imap_apply_expunge(s, gone, n, &s->out);
+	free(gone);
+}
+
+void imap_sync_own(struct imap_session *s, const struct imap_change *own, size_t n_own)
+{
+	if (s->state != IMAP_STATE_SELECTED)
+		return;
+	bool reported = false;
+	/* The counter is read before the store: a change made during the
+	 * read is seen by the next sync. */
+	uint64_t now = store_mailbox_changes(s->sh, s->sel_id);
+	struct store_view v;
+	memset(&v, 0, sizeof(v));
+	bool have_view = false;
+	if (now != s->sync_seen) {
+		enum storage_status st = ST_OK;
+		const char *err = NULL;
+		if (store_mailbox_view(s->sh, s->sel_id, s->sel_modseq, false, &v, &st, &err) < 0) {
+			/* A mailbox deleted under us stays as it was: do not
+			 * look again until something else changes. */
+			if (st == ST_NOT_FOUND)
+				s->sync_seen = now;
+			else
+				LOG_WARN("imap", s->id, "sync_failed", "reason=\"%s\"", err ? err : "");
+			return;
+		}
+		s->sync_seen = now;
+		have_view = true;
+		pend_add(s, v.vanished, v.n_vanished);
+	}
+	if (s->sync_expunge && s->n_pend) {
+		pend_flush(s);
+		reported = true;
+	}
+	uint32_t last = s->n_uids ? s->uids[s->n_uids - 1] : 0;
+	size_t first_new = 0;
+	while (first_new < v.n_changed && v.changed[first_new].uid <= last)
+		first_new++;
+	if (first_new < v.n_changed) {
+		size_t add = v.n_changed - first_new;
+		s->uids = xrealloc(s->uids, (s->n_uids + add) * sizeof(uint32_t));
+		for (size_t i = first_new; i < v.n_changed; i++)
+			s->uids[s->n_uids++] = v.changed[i].uid;
+		buf_printf(&s->out, "* %zu EXISTS\r\n", s->n_uids);
+		reported = true;
+	}
+	for (size_t i = 0; i < first_new; i++) {
+		uint32_t q = imap_seq_of(s, v.changed[i].uid);
+		if (!q || own_change(own, n_own, &v.changed[i]))
+			continue;
+		imap_put_flag_fetch(s, &s->out, q, &v.changed[i]);
+		reported = true;
+	}
+	if (have_view)
+		s->sel_modseq = MAX(s->sel_modseq, v.mi.highestmodseq);
+	store_view_cleanup(&v);
+	uint64_t h = imap_highestmodseq(s);
+	if (!s->hms_tagged &&
+	    (s->hms_announce || (s->qresync && reported && h > s->hms_sent))) {
+		buf_printf(&s->out, "* OK [HIGHESTMODSEQ %llu] Highest\r\n", (unsigned long long)h);
+		s->hms_sent = h;
+	}
+	s->hms_announce = false;
 }
 
 void imap_sync_selected(struct imap_session *s)
 {
-	struct mailbox_info mi;
-	enum storage_status st = ST_OK;
-	const char *err = NULL;
-	if (store_mailbox_get_by_id(s->sh, s->sel_id, &mi, &st, &err) < 0)
-		return;
-	if (mi.highestmodseq == s->sel_modseq && mi.messages == s->n_uids)
-		return;
-	uint32_t *now = NULL;
-	size_t n_now = 0;
-	if (store_uids(s->sh, s->sel_id, &now, &n_now, &err) < 0)
-		return;
-	/* Expunged: in ours, not in the store's (both ascending). */
-	uint32_t *gone = xmalloc((s->n_uids ? s->n_uids : 1) * sizeof(uint32_t));
-	size_t ng = 0, j = 0;
-	for (size_t i = 0; i < s->n_uids; i++) {
-		while (j < n_now && now[j] < s->uids[i])
-			j++;
-		if (j >= n_now || now[j] != s->uids[i])
-			gone[ng++] = s->uids[i];
-	}
-	imap_apply_expunge(s, gone, ng, &s->out);
-	free(gone);
-	uint32_t last = s->n_uids ? s->uids[s->n_uids - 1] : 0;
-	size_t first_new = 0;
-	while (first_new < n_now && now[first_new] <= last)
-		first_new++;
-	if (first_new < n_now) {
-		size_t add = n_now - first_new;
-		s->uids = xrealloc(s->uids, (s->n_uids + add) * sizeof(uint32_t));
-		memcpy(s->uids + s->n_uids, now + first_new, add * sizeof(uint32_t));
-		s->n_uids += add;
-		buf_printf(&s->out, "* %zu EXISTS\r\n", s->n_uids);
-	}
-	free(now);
-	struct msg_info *ch = NULL;
-	size_t nch = 0;
-	uint32_t *van = NULL;
-	size_t nvan = 0;
-	if (s->sel_modseq &&
-	    store_changes_since(s->sh, s->sel_id, s->sel_modseq, &ch, &nch, &van, &nvan, &err) == 0) {
-		for (size_t i = 0; i < nch; i++) {
-			uint32_t q = imap_seq_of(s, ch[i].uid);
-			if (q && ch[i].uid <= last) {
-				buf_printf(&s->out, "* %u FETCH (UID %u FLAGS ", q, ch[i].uid);
-				imap_put_flags(&s->out, ch[i].flags, ch[i].keywords);
-				buf_printf(&s->out, ")\r\n");
-			}
-			msg_info_cleanup(&ch[i]);
-		}
-		free(ch);
-		free(van);
-	}
-	s->sel_modseq = mi.highestmodseq;
+	imap_sync_own(s, NULL, 0);
 }
 
 static void unselect(struct imap_session *s)
@@ -211,7 +327,46 @@ static void unselect(struct imap_session *s)
 	s->sel_id = 0;
 	free(s->sel_name);
 	s->sel_name = NULL;
+	free(s->pend);
+	s->pend = NULL;
+	s->n_pend = 0;
+	free(s->saved);
+	s->saved = NULL;
+	s->n_saved = 0;
 	s->state = IMAP_STATE_AUTH;
+}
+
+/* QRESYNC (RFC 7162 3.2.5): what changed since the client's modseq, as
+ * VANISHED (EARLIER) and FETCH, limited to the UIDs the client knows when
+ * it said which. */
+static void qresync_report(struct imap_session *s, const struct store_view *v)
+{
+	const struct imap_seqset *known = &s->cmd->u.select.known_uids;
+	uint32_t max = v->mi.uidnext ? v->mi.uidnext - 1 : 0;
+	uint32_t *gone = xmalloc((v->n_vanished ? v->n_vanished : 1) * sizeof(uint32_t));
+	size_t ng = 0;
+	for (size_t i = 0; i < v->n_vanished; i++) {
+		uint32_t u = v->vanished[i].uid;
+		if (known->count && !imap_seqset_contains(known, u, max))
+			continue;
+		if (ng && gone[ng - 1] == u)
+			continue;
+		gone[ng++] = u;
+	}
+	if (ng) {
+		buf_printf(&s->out, "* VANISHED (EARLIER) ");
+		imap_put_set(&s->out, gone, ng);
+		buf_printf(&s->out, "\r\n");
+	}
+	free(gone);
+	for (size_t i = 0; i < v->n_changed; i++) {
+		const struct msg_info *m = &v->changed[i];
+		if (known->count && !imap_seqset_contains(known, m->uid, max))
+			continue;
+		uint32_t q = imap_seq_of(s, m->uid);
+		if (q)
+			imap_put_flag_fetch(s, &s->out, q, m);
+	}
 }
 
 static void select_run(struct imap_session *s)
@@ -227,8 +382,6 @@ static void select_run(struct imap_session *s)
 	struct mailbox_info mi;
 	enum storage_status st = ST_OK;
 	const char *err = NULL;
-	uint32_t *uids = NULL;
-	size_t n = 0;
 	if (store_mailbox_get(s->sh, s->user, name, &mi, &st, &err) < 0) {
 		if (st == ST_NOT_FOUND)
 			buf_printf(&s->out, "%s NO [NONEXISTENT] Mailbox does not exist\r\n", s->tag);
@@ -236,33 +389,49 @@ static void select_run(struct imap_session *s)
 			buf_printf(&s->out, "%s NO [SERVERBUG] Storage error\r\n", s->tag);
 		return;
 	}
-	if (store_uids(s->sh, mi.id, &uids, &n, &err) < 0) {
-		buf_printf(&s->out, "%s NO [SERVERBUG] Storage error\r\n", s->tag);
+	/* The UID list, HIGHESTMODSEQ and what QRESYNC reports come from one
+	 * snapshot, so later syncs start from exactly this state. */
+	bool qr = cmd->u.select.qresync && cmd->u.select.uidvalidity == mi.uidvalidity;
+	uint64_t since = qr ? cmd->u.select.modseq : UINT64_MAX;
+	uint64_t seen = store_mailbox_changes(s->sh, mi.id);
+	struct store_view v;
+	if (store_mailbox_view(s->sh, mi.id, since, true, &v, &st, &err) < 0) {
+		if (st == ST_NOT_FOUND)
+			buf_printf(&s->out, "%s NO [NONEXISTENT] Mailbox does not exist\r\n", s->tag);
+		else
+			buf_printf(&s->out, "%s NO [SERVERBUG] Storage error\r\n", s->tag);
 		return;
 	}
-	s->uids = uids;
-	s->n_uids = n;
+	s->uids = v.uids;
+	s->n_uids = v.n_uids;
+	v.uids = NULL;
 	s->sel_id = mi.id;
-	s->sel_name = xstrdup(mi.name);
-	s->sel_uidvalidity = mi.uidvalidity;
-	s->sel_modseq = mi.highestmodseq;
+	s->sel_name = xstrdup(v.mi.name);
+	s->sel_uidvalidity = v.mi.uidvalidity;
+	s->sel_modseq = v.mi.highestmodseq;
+	s->hms_sent = v.mi.highestmodseq;
+	s->sync_seen = seen;
 	s->sel_readonly = readonly;
 	s->state = IMAP_STATE_SELECTED;
 	buf_printf(&s->out,
 		   "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n"
 		   "* %zu EXISTS\r\n",
-		   n);
+		   s->n_uids);
 	if (!s->rev2)
 		buf_printf(&s->out, "* 0 RECENT\r\n");
 	buf_printf(&s->out,
 		   "* OK [UIDVALIDITY %u] UIDs valid\r\n"
-		   "* OK [UIDNEXT %u] Predicted next UID\r\n",
-		   mi.uidvalidity, mi.uidnext);
+		   "* OK [UIDNEXT %u] Predicted next UID\r\n"
+		   "* OK [HIGHESTMODSEQ %llu] Highest\r\n",
+		   v.mi.uidvalidity, v.mi.uidnext, (unsigned long long)v.mi.highestmodseq);
 	if (readonly)
 		buf_printf(&s->out, "* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n");
 	else
 		buf_printf(&s->out, "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen "
 				    "\\Draft \\*)] Flags permitted\r\n");
+	if (qr)
+		qresync_report(s, &v);
+	store_view_cleanup(&v);
 	buf_printf(&s->out, "%s OK [%s] %s completed\r\n", s->tag,
 		   readonly ? "READ-ONLY" : "READ-WRITE", readonly ? "EXAMINE" : "SELECT");
 }
@@ -279,6 +448,18 @@ static void select_done(struct imap_session *s)
 void imap_cmd_select(struct imap_session *s, bool readonly)
 {
 	UNUSED(readonly);
+	const struct imap_command *cmd = s->cmd;
+	if (cmd->u.select.qresync && !s->qresync) {
+		imap_bad(s, "QRESYNC is not enabled");
+		return;
+	}
+	if (cmd->u.select.condstore)
+		s->condstore = true;
+	/* A failed SELECT leaves no mailbox selected, and "$" goes with it
+	 * (RFC 5182 2.1). */
+	free(s->saved);
+	s->saved = NULL;
+	s->n_saved = 0;
 	imap_post(s, select_run, select_done);
 }
 
@@ -328,6 +509,22 @@ void imap_cmd_noop(struct imap_session *s)
 
 /* ---- EXPUNGE ----------------------------------------------------------------- */
 
+/* "tag OK [HIGHESTMODSEQ n] what completed" once CONDSTORE is on: an
+ * expunge leaves no MODSEQ to read in a FETCH, so the commands that
+ * expunge tell the client where its cache stands (RFC 7162). */
+static void tagged_ok(struct imap_session *s, const char *what)
+{
+	if (s->hms_tagged) {
+		uint64_t h = imap_highestmodseq(s);
+		buf_printf(&s->out, "%s OK [HIGHESTMODSEQ %llu] %s completed\r\n", s->tag,
+			   (unsigned long long)h, what);
+		s->hms_sent = h;
+		s->hms_tagged = false;
+	} else {
+		buf_printf(&s->out, "%s OK %s completed\r\n", s->tag, what);
+	}
+}
+
 static void expunge_run(struct imap_session *s)
 {
 	const struct imap_command *cmd = s->cmd;
@@ -341,7 +538,8 @@ static void expunge_run(struct imap_session *s)
 		}
 	} else {
 		uids = xmalloc((s->n_uids ? s->n_uids : 1) * sizeof(uint32_t));
-		memcpy(uids, s->uids, s->n_uids * sizeof(uint32_t));
+		if (s->n_uids)
+			memcpy(uids, s->uids, s->n_uids * sizeof(uint32_t));
 		n = s->n_uids;
 	}
 	uint32_t *gone = NULL;
@@ -355,7 +553,9 @@ static void expunge_run(struct imap_session *s)
 	free(uids);
 	imap_apply_expunge(s, gone, ng, &s->out);
 	free(gone);
-	buf_printf(&s->out, "%s OK %sEXPUNGE completed\r\n", s->tag, cmd->uid ? "UID " : "");
+	s->hms_tagged = s->condstore;
+	imap_sync_selected(s);
+	tagged_ok(s, cmd->uid ? "UID EXPUNGE" : "EXPUNGE");
 }
 
 void imap_cmd_expunge(struct imap_session *s)
@@ -395,35 +595,72 @@ static void store_run(struct imap_session *s)
 	size_t nfailed = 0;
 	enum storage_status st = ST_OK;
 	int r = 0;
-	if (n)
-		r = store_flags(s->sh, s->sel_id, uids, n, mode, bits, (const char *const *)kw, 0,
+	if (cmd->u.store.has_unchangedsince && cmd->u.store.unchangedsince == 0) {
+		/* Every message has a modseq above 0: nothing may change
+		 * (the store reads 0 as "unconditional"). */
+		failed = uids;
+		nfailed = n;
+		uids = NULL;
+	} else if (n) {
+		r = store_flags(s->sh, s->sel_id, uids, n, mode, bits, (const char *const *)kw,
+				cmd->u.store.has_unchangedsince ? cmd->u.store.unchangedsince : 0,
 				&ch, &nch, &failed, &nfailed, &st, &err);
+	}
 	free(uids);
 	imap_keywords_free(&kw);
-	free(failed);
 	if (r < 0) {
+		free(failed);
 		buf_printf(&s->out, "%s NO [SERVERBUG] Storage error\r\n", s->tag);
 		return;
 	}
+	struct imap_change *own = xmalloc((nch ? nch : 1) * sizeof(*own));
 	for (size_t i = 0; i < nch; i++) {
+		own[i].uid = ch[i].uid;
+		own[i].modseq = ch[i].modseq;
 		uint32_t q = imap_seq_of(s, ch[i].uid);
 		if (q && !cmd->u.store.silent) {
 			buf_printf(&s->out, "* %u FETCH (FLAGS ", q);
 			imap_put_flags(&s->out, ch[i].flags, ch[i].keywords);
-			buf_printf(&s->out, " UID %u)\r\n", ch[i].uid);
+			buf_printf(&s->out, " UID %u", ch[i].uid);
+			if (s->condstore)
+				buf_printf(&s->out, " MODSEQ (%llu)", (unsigned long long)ch[i].modseq);
+			buf_printf(&s->out, ")\r\n");
+		} else if (q && s->condstore) {
+			/* .SILENT still tells a CONDSTORE client the new
+			 * modseq (RFC 7162 3.1.3). */
+			buf_printf(&s->out, "* %u FETCH (UID %u MODSEQ (%llu))\r\n", q, ch[i].uid,
+				   (unsigned long long)ch[i].modseq);
 		}
 		msg_info_cleanup(&ch[i]);
 	}
 	free(ch);
-	buf_printf(&s->out, "%s OK %sSTORE completed\r\n", s->tag, cmd->uid ? "UID " : "");
+	imap_sync_own(s, own, nch);
+	free(own);
+	/* [MODIFIED] names what failed the UNCHANGEDSINCE test, as the
+	 * command numbered it; messages gone meanwhile are not listed. */
+	size_t k = 0;
+	for (size_t i = 0; i < nfailed; i++) {
+		uint32_t q = imap_seq_of(s, failed[i]);
+		bool pending = false;
+		for (size_t j = 0; j < s->n_pend && !pending; j++)
+			pending = s->pend[j].uid == failed[i];
+		if (q && !pending)
+			failed[k++] = cmd->uid ? failed[i] : q;
+	}
+	if (k) {
+		buf_printf(&s->out, "%s OK [MODIFIED ", s->tag);
+		imap_put_set(&s->out, failed, k);
+		buf_printf(&s->out, "] Conditional %sSTORE failed\r\n", cmd->uid ? "UID " : "");
+	} else {
+		buf_printf(&s->out, "%s OK %sSTORE completed\r\n", s->tag, cmd->uid ? "UID " : "");
+	}
+	free(failed);
 }
 
 void imap_cmd_store(struct imap_session *s)
 {
-	if (s->cmd->u.store.has_unchangedsince) {
-		imap_bad(s, "CONDSTORE is not supported");
-		return;
-	}
+	if (s->cmd->u.store.has_unchangedsince)
+		s->condstore = true;
 	if (s->sel_readonly) {
 		imap_reply(s, "%s NO [READ-ONLY] Mailbox is read-only\r\n", s->tag);
 		return;
@@ -459,6 +696,7 @@ static void copy_run(struct imap_session *s)
 	}
 	if (n == 0) {
 		free(uids);
+		imap_sync_selected(s);
 		buf_printf(&s->out, "%s OK %s completed (no messages)\r\n", s->tag, what);
 		return;
 	}
@@ -489,11 +727,15 @@ static void copy_run(struct imap_session *s)
 		if (np)
 			buf_printf(&s->out, "* OK [%.*s] Moved\r\n", (int)cu.len, (const char *)cu.data);
 		imap_apply_expunge(s, src, np, &s->out);
-		buf_printf(&s->out, "%s OK %sMOVE completed\r\n", s->tag, cmd->uid ? "UID " : "");
+		s->hms_tagged = s->condstore;
+		imap_sync_selected(s);
+		tagged_ok(s, cmd->uid ? "UID MOVE" : "MOVE");
 	} else if (np) {
+		imap_sync_selected(s);
 		buf_printf(&s->out, "%s OK [%.*s] %sCOPY completed\r\n", s->tag, (int)cu.len,
 			   (const char *)cu.data, cmd->uid ? "UID " : "");
 	} else {
+		imap_sync_selected(s);
 		buf_printf(&s->out, "%s OK %sCOPY completed\r\n", s->tag, cmd->uid ? "UID " : "");
 	}
 	buf_cleanup(&cu);
@@ -515,14 +757,12 @@ void imap_cmd_copy(struct imap_session *s, bool move)
 static struct search_key *seq_key(struct imap_session *s, const struct imap_seqset *set,
 				  bool uid, const char **err)
 {
-	if (set->saved) {
-		*err = "Saved search results ($) are not supported";
-		return NULL;
-	}
+	UNUSED(err);
 	uint32_t max = uid ? (s->n_uids ? s->uids[s->n_uids - 1] : 0) : (uint32_t)s->n_uids;
 	struct imap_seq_range *r = xmalloc((set->count ? set->count : 1) * sizeof(*r));
 	size_t nr = imap_seqset_resolve(set, max, r);
-	struct search_uid_range *u = xmalloc((nr ? nr : 1) * sizeof(*u));
+	size_t ns = set->saved ? s->n_saved : 0;
+	struct search_uid_range *u = xmalloc((nr + ns ? nr + ns : 1) * sizeof(*u));
 	for (size_t i = 0; i < nr; i++) {
 		if (uid) {
 			u[i].first = (uint32_t)r[i].lo;
@@ -532,7 +772,10 @@ static struct search_key *seq_key(struct imap_session *s, const struct imap_seqs
 			u[i].last = s->uids[r[i].hi - 1];
 		}
 	}
-	struct search_key *k = search_key_new_uidset(u, nr);
+	/* "$": the saved UIDs (a gone message matches nothing). */
+	for (size_t i = 0; i < ns; i++)
+		u[nr + i].first = u[nr + i].last = s->saved[i];
+	struct search_key *k = search_key_new_uidset(u, nr + ns);
 	free(r);
 	free(u);
 	return k;
@@ -647,31 +890,85 @@ static struct search_key *conv_key(struct imap_session *s, const struct imap_sea
 	}
 }
 
+static bool has_modseq_key(const struct imap_search_key *k)
+{
+	if (k->type == IMAP_SEARCH_MODSEQ)
+		return true;
+	if (k->type == IMAP_SEARCH_AND || k->type == IMAP_SEARCH_OR || k->type == IMAP_SEARCH_NOT)
+		for (size_t i = 0; i < k->u.sub.count; i++)
+			if (has_modseq_key(&k->u.sub.keys[i]))
+				return true;
+	return false;
+}
+
+static void saved_clear(struct imap_session *s)
+{
+	free(s->saved);
+	s->saved = NULL;
+	s->n_saved = 0;
+}
+
 static void search_run(struct imap_session *s)
 {
 	const struct imap_command *cmd = s->cmd;
+	unsigned ret = cmd->u.search.return_opts;
+	bool want_mod = has_modseq_key(cmd->u.search.root);
 	uint32_t *found = NULL;
+	uint64_t *mods = NULL;
 	size_t n = 0;
 	const char *err = NULL;
-	if (store_search(s->sh, s->sel_id, s->search, &found, &n, &err) < 0) {
+	if (store_search_modseq(s->sh, s->sel_id, s->search, &found, want_mod ? &mods : NULL, &n,
+				&err) < 0) {
+		if (ret & IMAP_SEARCH_RET_SAVE)
+			saved_clear(s);
 		buf_printf(&s->out, "%s NO [SERVERBUG] Search failed\r\n", s->tag);
 		return;
 	}
-	/* Only messages this session knows about; numbers as asked. */
+	/* Only messages this session knows about. */
 	size_t k = 0;
 	for (size_t i = 0; i < n; i++) {
-		uint32_t q = imap_seq_of(s, found[i]);
-		if (q)
-			found[k++] = cmd->uid ? found[i] : q;
+		if (!imap_seq_of(s, found[i]))
+			continue;
+		if (mods)
+			mods[k] = mods[i];
+		found[k++] = found[i];
 	}
 	n = k;
-	unsigned ret = cmd->u.search.return_opts;
+	uint64_t maxmod = 0;
+	bool minmax_only = (ret & (IMAP_SEARCH_RET_MIN | IMAP_SEARCH_RET_MAX)) &&
+			   !(ret & (IMAP_SEARCH_RET_ALL | IMAP_SEARCH_RET_COUNT));
+	for (size_t i = 0; mods && i < n; i++) {
+		bool counts = !minmax_only || (i == 0 && (ret & IMAP_SEARCH_RET_MIN)) ||
+			      (i == n - 1 && (ret & IMAP_SEARCH_RET_MAX));
+		if (counts)
+			maxmod = MAX(maxmod, mods[i]);
+	}
+	free(mods);
+	if (ret & IMAP_SEARCH_RET_SAVE) {
+		/* RFC 5182 2.1: with MIN and/or MAX alone, only those. */
+		saved_clear(s);
+		s->saved = xmalloc((n ? n : 1) * sizeof(uint32_t));
+		if (minmax_only) {
+			if (n && (ret & IMAP_SEARCH_RET_MIN))
+				s->saved[s->n_saved++] = found[0];
+			if (n && (ret & IMAP_SEARCH_RET_MAX) && !(s->n_saved && n == 1))
+				s->saved[s->n_saved++] = found[n - 1];
+		} else if (n) {
+			memcpy(s->saved, found, n * sizeof(uint32_t));
+			s->n_saved = n;
+		}
+	}
+	/* Numbers as asked. */
+	for (size_t i = 0; i < n && !cmd->uid; i++)
+		found[i] = imap_seq_of(s, found[i]);
 	if (!cmd->u.search.esearch && !s->rev2) {
 		buf_printf(&s->out, "* SEARCH");
 		for (size_t i = 0; i < n; i++)
 			buf_printf(&s->out, " %u", found[i]);
+		if (maxmod)
+			buf_printf(&s->out, " (MODSEQ %llu)", (unsigned long long)maxmod);
 		buf_printf(&s->out, "\r\n");
-	} else {
+	} else if (!cmd->u.search.esearch || (ret & ~(unsigned)IMAP_SEARCH_RET_SAVE)) {
 		if (!cmd->u.search.esearch)
 			ret = IMAP_SEARCH_RET_ALL;
 		buf_printf(&s->out, "* ESEARCH (TAG \"%s\")%s", s->tag, cmd->uid ? " UID" : "");
@@ -685,9 +982,12 @@ static void search_run(struct imap_session *s)
 		}
 		if (ret & IMAP_SEARCH_RET_COUNT)
 			buf_printf(&s->out, " COUNT %zu", n);
+		if (maxmod)
+			buf_printf(&s->out, " MODSEQ %llu", (unsigned long long)maxmod);
 		buf_printf(&s->out, "\r\n");
 	}
 	free(found);
+	imap_sync_selected(s);
 	buf_printf(&s->out, "%s OK %sSEARCH completed\r\n", s->tag, cmd->uid ? "UID " : "");
 }
 
@@ -699,19 +999,24 @@ static void search_done(struct imap_session *s)
 void imap_cmd_search(struct imap_session *s)
 {
 	const struct imap_command *cmd = s->cmd;
+	/* A SEARCH that fails leaves "$" empty (RFC 5182 2.1); "$" in the
+	 * criteria is the result saved before this command. */
+	bool save = cmd->u.search.return_opts & IMAP_SEARCH_RET_SAVE;
 	if (cmd->u.search.has_charset && !view_eq_nocase(cmd->u.search.charset, "UTF-8") &&
 	    !view_eq_nocase(cmd->u.search.charset, "US-ASCII")) {
+		if (save)
+			saved_clear(s);
 		imap_reply(s, "%s NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset\r\n", s->tag);
 		return;
 	}
-	if (cmd->u.search.return_opts & IMAP_SEARCH_RET_SAVE) {
-		imap_bad(s, "SEARCHRES is not supported");
-		return;
-	}
+	if (has_modseq_key(cmd->u.search.root))
+		s->condstore = true;
 	const char *err = "Invalid search";
 	search_key_free(&s->search);
 	s->search = conv_key(s, cmd->u.search.root, &err);
 	if (!s->search) {
+		if (save)
+			saved_clear(s);
 		imap_bad(s, err);
 		return;
 	}

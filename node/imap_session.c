@@ -16,7 +16,8 @@
 
 #define IMAP_CAPS                                                                       \
 	"IMAP4rev2 IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN ENABLE ID IDLE NAMESPACE UIDPLUS " \
-	"MOVE UNSELECT SPECIAL-USE CHILDREN"
+	"MOVE UNSELECT SPECIAL-USE CHILDREN CONDSTORE QRESYNC ESEARCH SEARCHRES BINARY "   \
+	"SAVEDATE"
 #define IMAP_MAX_ERRORS 20
 #define IMAP_MAX_AUTH_FAILURES 3
 #define IMAP_IDLE_PREAUTH_MS (60 * 1000)
@@ -87,6 +88,9 @@ static void session_free(struct imap_session *s)
 	auth_user_free(s);
 	buf_cleanup(&s->out);
 	imap_uids_clear(s);
+	free(s->pend);
+	free(s->saved);
+	free(s->after_sync);
 	free(s->sel_name);
 	free(s->user);
 	free(s->tag);
@@ -326,6 +330,12 @@ static void job_run(struct work *w)
 {
 	struct imap_session *s = container_of(w, struct imap_session, work);
 	imap_uids_unpack(s);
+	if (s->presync) {
+		/* Commands without a sync of their own report others' changes
+		 * before their output. */
+		s->presync = false;
+		imap_sync_selected(s);
+	}
 	s->run(s);
 }
 
@@ -636,6 +646,16 @@ static void cmd_enable(struct imap_session *s)
 	char list[128] = "";
 	for (size_t i = 0; i < cmd->u.enable.count; i++) {
 		struct view cap = cmd->u.enable.caps[i];
+		if (view_eq_nocase(cap, "CONDSTORE") || view_eq_nocase(cap, "QRESYNC")) {
+			/* QRESYNC implies CONDSTORE (RFC 7162 3.2.3) */
+			bool qr = view_eq_nocase(cap, "QRESYNC");
+			const char *name = qr ? " QRESYNC" : " CONDSTORE";
+			if (!strstr(list, name))
+				strcat(list, name);
+			s->condstore = true;
+			s->qresync = s->qresync || qr;
+			continue;
+		}
 		if (view_eq_nocase(cap, "IMAP4rev2") && !s->rev2) {
 			s->rev2 = true;
 			strcat(list, " IMAP4rev2");
@@ -651,10 +671,16 @@ static void cmd_enable(struct imap_session *s)
 	imap_reply(s, "* ENABLED%s\r\n%s OK Enabled\r\n", list, s->tag);
 }
 
+static void reply_synced(struct imap_session *s, const char *text);
+
 static void cmd_id(struct imap_session *s)
 {
-	imap_reply(s, "* ID (\"name\" \"mailcluster\" \"version\" \"0.1\")\r\n%s OK ID completed\r\n",
-		   s->tag);
+	char *t = NULL;
+	if (asprintf(&t, "* ID (\"name\" \"mailcluster\" \"version\" \"0.1\")\r\n%s OK ID completed\r\n",
+		     s->tag) < 0)
+		abort();
+	reply_synced(s, t);
+	free(t);
 }
 
 static void cmd_logout(struct imap_session *s)
@@ -969,6 +995,7 @@ static void list_run(struct imap_session *s)
 
 static void idle_sync_run(struct imap_session *s)
 {
+	s->sync_expunge = true;
 	imap_sync_selected(s);
 }
 
@@ -984,13 +1011,12 @@ static void idle_tick(struct timer *t)
 	if (!s->idling || !s->c)
 		return;
 	uint64_t now = store_mailbox_changes(s->sh, s->sel_id);
-	if (s->busy || now == s->idle_seen) {
+	if (s->busy || (now == s->sync_seen && s->n_pend == 0)) {
 		timer_start(s->loop, t, IMAP_IDLE_POLL_MS);
 		return;
 	}
-	/* Read the counter before the sync: a change during it is seen at
-	 * the next tick. */
-	s->idle_seen = now;
+	/* The sync reads the counter before the store: a change during it
+	 * is seen at the next tick. */
 	imap_post(s, idle_sync_run, idle_sync_done);
 }
 
@@ -999,8 +1025,8 @@ static void cmd_idle(struct imap_session *s)
 	s->idling = true;
 	imap_reply(s, "+ idling\r\n");
 	if (s->state == IMAP_STATE_SELECTED) {
-		/* Anything since the last command is reported at once. */
-		s->idle_seen = store_mailbox_changes(s->sh, s->sel_id) - 1;
+		/* Anything since the last command (held-back expunges too) is
+		 * reported at the first tick. */
 		timer_start(s->loop, &s->idle_timer, 0);
 	}
 }
@@ -1090,6 +1116,82 @@ static unsigned cmd_allowed(enum imap_cmd c)
 	}
 }
 
+/* May this command report expunges made by others (which renumber)? Not
+ * during FETCH, STORE, SEARCH and the other commands that take sequence
+ * numbers (RFC 9051 7.5.1), and not while further commands are already
+ * waiting, which the client sent with the old numbering in mind (5.5),
+ * unless the command is one whose purpose is to report: NOOP, CHECK,
+ * EXPUNGE. */
+static bool expunge_ok(const struct imap_session *s, const struct imap_command *cmd)
+{
+	switch (cmd->cmd) {
+	case IMAP_CMD_NOOP:
+	case IMAP_CMD_CHECK:
+	case IMAP_CMD_EXPUNGE:
+		return true;
+	case IMAP_CMD_FETCH:
+	case IMAP_CMD_STORE:
+	case IMAP_CMD_SEARCH:
+	case IMAP_CMD_COPY:
+	case IMAP_CMD_MOVE:
+	case IMAP_CMD_SORT:
+	case IMAP_CMD_THREAD:
+		if (!cmd->uid)
+			return false;
+		break;
+	default:
+		break;
+	}
+	return !s->pipelined;
+}
+
+/* Commands that sync the selected mailbox themselves (or leave it); every
+ * other command run on the pool in the selected state syncs first. */
+static bool syncs_itself(enum imap_cmd c)
+{
+	switch (c) {
+	case IMAP_CMD_SELECT:
+	case IMAP_CMD_EXAMINE:
+	case IMAP_CMD_CLOSE:
+	case IMAP_CMD_UNSELECT:
+	case IMAP_CMD_NOOP:
+	case IMAP_CMD_CHECK:
+	case IMAP_CMD_FETCH:
+	case IMAP_CMD_STORE:
+	case IMAP_CMD_SEARCH:
+	case IMAP_CMD_COPY:
+	case IMAP_CMD_MOVE:
+	case IMAP_CMD_EXPUNGE:
+	case IMAP_CMD_IDLE:
+	case IMAP_CMD_LOGOUT:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static void after_sync_run(struct imap_session *s)
+{
+	buf_append(&s->out, s->after_sync, strlen(s->after_sync));
+	free(s->after_sync);
+	s->after_sync = NULL;
+}
+
+/* A reply made on the loop thread, preceded by the untagged updates when
+ * the selected mailbox changed (then it goes through the pool). */
+static void reply_synced(struct imap_session *s, const char *text)
+{
+	if (s->state == IMAP_STATE_SELECTED && s->presync &&
+	    (store_mailbox_changes(s->sh, s->sel_id) != s->sync_seen ||
+	     (s->n_pend && s->sync_expunge))) {
+		free(s->after_sync);
+		s->after_sync = xstrdup(text);
+		imap_post(s, after_sync_run, NULL);
+		return;
+	}
+	imap_reply(s, "%s", text);
+}
+
 static void dispatch(struct imap_session *s, const struct imap_command *cmd)
 {
 	s->cmd = cmd;
@@ -1099,6 +1201,10 @@ static void dispatch(struct imap_session *s, const struct imap_command *cmd)
 	LOG_DEBUG("imap", s->id, "command", "name=%s uid=%d state=%s", imap_cmd_str(cmd->cmd),
 		  cmd->uid ? 1 : 0, imap_state_str(s->state));
 	unsigned allowed = cmd_allowed(cmd->cmd);
+	s->hms_tagged = false;
+	s->sync_expunge = expunge_ok(s, cmd);
+	s->presync = s->state == IMAP_STATE_SELECTED && !syncs_itself(cmd->cmd);
+	bool was_condstore = s->condstore;
 	if (cmd->cmd != IMAP_CMD_APPEND) {
 		body_writer_free(&s->bw);
 		s->bw_count = 0;
@@ -1108,6 +1214,7 @@ static void dispatch(struct imap_session *s, const struct imap_command *cmd)
 			imap_bad(s, "Unknown command");
 		else
 			imap_bad(s, "Command not supported");
+		s->presync = false;
 		cmd_clear(s);
 		return;
 	}
@@ -1122,14 +1229,20 @@ static void dispatch(struct imap_session *s, const struct imap_command *cmd)
 			imap_bad(s, "No mailbox selected");
 		body_writer_free(&s->bw);
 		s->bw_count = 0;
+		s->presync = false;
 		cmd_clear(s);
 		return;
 	}
 	switch (cmd->cmd) {
-	case IMAP_CMD_CAPABILITY:
-		imap_reply(s, "* CAPABILITY " IMAP_CAPS "\r\n%s OK CAPABILITY completed\r\n",
-			   s->tag);
+	case IMAP_CMD_CAPABILITY: {
+		char *t = NULL;
+		if (asprintf(&t, "* CAPABILITY " IMAP_CAPS "\r\n%s OK CAPABILITY completed\r\n",
+			     s->tag) < 0)
+			abort();
+		reply_synced(s, t);
+		free(t);
 		break;
+	}
 	case IMAP_CMD_NOOP:
 	case IMAP_CMD_CHECK:
 		imap_cmd_noop(s);
@@ -1152,10 +1265,15 @@ static void dispatch(struct imap_session *s, const struct imap_command *cmd)
 	case IMAP_CMD_ENABLE:
 		cmd_enable(s);
 		break;
-	case IMAP_CMD_NAMESPACE:
-		imap_reply(s, "* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n%s OK NAMESPACE completed\r\n",
-			   s->tag);
+	case IMAP_CMD_NAMESPACE: {
+		char *t = NULL;
+		if (asprintf(&t, "* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n%s OK NAMESPACE completed\r\n",
+			     s->tag) < 0)
+			abort();
+		reply_synced(s, t);
+		free(t);
 		break;
+	}
 	case IMAP_CMD_SELECT:
 	case IMAP_CMD_EXAMINE:
 		if (!name_ok(cmd->u.select.mailbox)) {
@@ -1194,6 +1312,8 @@ static void dispatch(struct imap_session *s, const struct imap_command *cmd)
 			imap_post(s, list_run, NULL);
 		break;
 	case IMAP_CMD_STATUS:
+		if (cmd->u.status.items & IMAP_STATUS_HIGHESTMODSEQ)
+			s->condstore = true; /* CONDSTORE enabling (RFC 7162 3.1) */
 		if (!name_ok(cmd->u.status.mailbox))
 			imap_bad(s, "Invalid mailbox name");
 		else
@@ -1228,8 +1348,16 @@ static void dispatch(struct imap_session *s, const struct imap_command *cmd)
 		imap_bad(s, "Command not supported");
 		break;
 	}
-	if (!s->busy)
+	/* The first CONDSTORE enabling command in the selected state learns
+	 * where the mailbox stands. */
+	if (!was_condstore && s->condstore && s->state == IMAP_STATE_SELECTED &&
+	    cmd->cmd != IMAP_CMD_SELECT && cmd->cmd != IMAP_CMD_EXAMINE)
+		s->hms_announce = true;
+	if (!s->busy) {
+		s->presync = false;
+		s->hms_announce = false;
 		cmd_clear(s);
+	}
 }
 
 static ssize_t on_data_inner(struct imap_session *s, const uint8_t *data, size_t len)
@@ -1277,6 +1405,7 @@ static ssize_t on_data_inner(struct imap_session *s, const uint8_t *data, size_t
 	case IMAP_OK: {
 		const struct imap_command *cmd = imap_parser_command(s->parser);
 		set_tag(s, cmd->tag);
+		s->pipelined = consumed < len;
 		dispatch(s, cmd);
 		break;
 	}

@@ -12,12 +12,28 @@
  * output buffer.
  *
  * Changes made by other sessions or deliveries to the selected mailbox are
- * reported on NOOP and CHECK (EXPUNGE, EXISTS, FETCH FLAGS), and during IDLE
- * by polling the mailbox record every second.
+ * reported before the tagged reply of every command in the selected state
+ * (EXISTS, FETCH with the new flags, EXPUNGE or VANISHED), and during IDLE
+ * within ~50 ms (the store's per-mailbox change counter is polled, an
+ * atomic load). Each session keeps the HIGHESTMODSEQ its view reflects and
+ * catches up from one store snapshot (store_mailbox_view), so sessions
+ * never disagree on UIDs, flags or MODSEQs. Expunges by others are held
+ * back while a command uses sequence numbers (FETCH, STORE, SEARCH, COPY,
+ * MOVE without UID) or further commands are already waiting, as RFC 9051
+ * 7.5.1 and 5.5 require; NOOP, CHECK, EXPUNGE, IDLE and UID commands
+ * report them.
+ *
+ * Extensions beyond IMAP4rev2: CONDSTORE and QRESYNC (RFC 7162: MODSEQ,
+ * CHANGEDSINCE, UNCHANGEDSINCE with [MODIFIED], SEARCH MODSEQ, STATUS
+ * HIGHESTMODSEQ, SELECT (QRESYNC ...) with VANISHED (EARLIER), VANISHED
+ * replacing EXPUNGE), SEARCHRES (RFC 5182), BINARY (RFC 3516; FETCH
+ * BINARY[], BINARY.PEEK[], BINARY.SIZE[] decoded from base64 and
+ * quoted-printable while streaming, APPEND literal8), SAVEDATE (RFC 8514),
+ * plus the ones in IMAP_CAPS.
  *
  * Not implemented in this version (answered BAD or NO [CANNOT]): STARTTLS
- * (the node is reached through the proxy), MULTIAPPEND, CONDSTORE /
- * QRESYNC, BINARY, SORT / THREAD, QUOTA, COMPRESS, SEARCHRES. */
+ * (the node is reached through the proxy), MULTIAPPEND, SORT / THREAD,
+ * QUOTA, COMPRESS, OBJECTID. */
 #ifndef NODE_IMAP_SESSION_H
 #define NODE_IMAP_SESSION_H
 
