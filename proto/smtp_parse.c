@@ -878,6 +878,16 @@ static void take_held_cr(struct emit *e, size_t i)
 		literal(e, "\r", 1);
 }
 
+/* A held CR that no LF follows. */
+static void bare_cr(struct emit *e, size_t i)
+{
+	e->d->bare_cr++;
+	if (e->d->lf_policy == SMTP_LF_NORMALIZE)
+		literal(e, "\r\n", 2);
+	else
+		take_held_cr(e, i);
+}
+
 int smtp_data_feed(struct smtp_data *d, const uint8_t *in, size_t len, size_t *consumed_r,
 		   smtp_data_out_fn out, void *ctx)
 {
@@ -909,21 +919,20 @@ int smtp_data_feed(struct smtp_data *d, const uint8_t *in, size_t len, size_t *c
 				*consumed_r = i + 1;
 				return 1;
 			}
-			take_held_cr(&e, i);
-			d->bare_cr++;
+			bare_cr(&e, i);
 			if (c == '\r') {
 				d->state = D_CR;
 				continue;
 			}
 			break;
 		case D_CR:
-			take_held_cr(&e, i);
 			if (c == '\n') {
+				take_held_cr(&e, i);
 				take(&e, i);
 				d->state = D_BOL;
 				continue;
 			}
-			d->bare_cr++;
+			bare_cr(&e, i);
 			if (c == '\r')
 				continue; /* the new CR is held */
 			break;
@@ -966,6 +975,11 @@ int smtp_data_status(const struct smtp_data *d, const char **enh_r, const char *
 	if (d->bare_lf && d->lf_policy == SMTP_LF_REJECT) {
 		*enh_r = "5.6.0";
 		*text_r = "Bare LF in message; lines must end in CRLF";
+		return 550;
+	}
+	if (d->bare_cr && d->lf_policy == SMTP_LF_REJECT) {
+		*enh_r = "5.6.0";
+		*text_r = "Bare CR in message; lines must end in CRLF";
 		return 550;
 	}
 	*enh_r = "2.0.0";

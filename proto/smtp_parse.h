@@ -213,9 +213,11 @@ size_t smtp_skip_line(const uint8_t *p, size_t len, bool *done_r);
 
 /* ---- DATA ---------------------------------------------------------------- */
 
+/* What to do with a bare LF or a bare CR (one no LF follows) in DATA.
+ * Neither ever ends a line for dot handling or the end of the message. */
 enum smtp_lf_policy {
-	SMTP_LF_ACCEPT,    /* pass bare LF through unchanged */
-	SMTP_LF_NORMALIZE, /* turn bare LF into CRLF */
+	SMTP_LF_ACCEPT,    /* pass them through unchanged */
+	SMTP_LF_NORMALIZE, /* turn each into CRLF */
 	SMTP_LF_REJECT,    /* pass through, refuse the message after the end */
 };
 
@@ -231,7 +233,8 @@ enum smtp_lf_policy {
  * and output stops; once out() returns -1 out_failed is set and output
  * stops. Either way parsing goes on to the end, so the session answers
  * (smtp_data_status) after the end without buffering. Bare LF, bare CR
- * (a CR not followed by LF) and NUL are counted. */
+ * (a CR not followed by LF) and NUL are counted; bare LF and bare CR are
+ * handled by the policy. */
 typedef int (*smtp_data_out_fn)(void *ctx, const uint8_t *p, size_t len);
 
 struct smtp_data {
@@ -255,7 +258,7 @@ void smtp_data_init(struct smtp_data *d, uint64_t max_size, enum smtp_lf_policy 
 int smtp_data_feed(struct smtp_data *d, const uint8_t *in, size_t len,
 		   size_t *consumed_r, smtp_data_out_fn out, void *ctx);
 /* The reply after the end: 250 (accepted), 552 5.3.4 (too big), 550 5.6.0
- * (bare LF under SMTP_LF_REJECT) or 451 4.3.0 (out() failed). */
+ * (bare LF or CR under SMTP_LF_REJECT) or 451 4.3.0 (out() failed). */
 int smtp_data_status(const struct smtp_data *d, const char **enh_r, const char **text_r);
 
 /* ---- BDAT ---------------------------------------------------------------- */

@@ -641,6 +641,14 @@ static const struct data_case data_cases[] = {
 	{ "a\n.\nb\r\n.\r\n", 0, N, 0, "a\r\n.\r\nb\r\n", 0, 0, 250, 2, 0, 0 },
 	{ "a\nb\r\n.\r\n", 0, R, 0, "a\nb\r\n", 0, 0, 550, 1, 0, 0 },
 	{ "ab\r\n.\r\n", 0, R, 0, "ab\r\n", 0, 0, 250, 0, 0, 0 },
+	/* bare CR under the same policies */
+	{ "a\rb\r\n.\r\n", 0, R, 0, "a\rb\r\n", 0, 0, 550, 0, 1, 0 },
+	{ "a\rb\r\n.\r\n", 0, N, 0, "a\r\nb\r\n", 0, 0, 250, 0, 1, 0 },
+	{ "a\r\r\n.\r\n", 0, N, 0, "a\r\n\r\n", 0, 0, 250, 0, 1, 0 },
+	{ "a\r.\r\nb\r\n.\r\n", 0, N, 0, "a\r\n.\r\nb\r\n", 0, 0, 250, 0, 1, 0 },
+	{ "a\r\n.\rb\r\n.\r\n", 0, N, 0, "a\r\n\r\nb\r\n", 0, 0, 250, 0, 1, 0 },
+	{ "a\r.\r.\r\n.\r\n", 0, R, 0, "a\r.\r.\r\n", 0, 0, 550, 0, 2, 0 },
+	{ "a\n.\r\n.\r\n", 0, R, 0, "a\n.\r\n", 0, 0, 550, 1, 0, 0 },
 	/* NUL */
 	{ "a\0b\r\n.\r\n", 8, A, 0, "a\0b\r\n", 5, 0, 250, 0, 0, 1 },
 	/* SIZE: exactly at the limit, over it */
