@@ -15,6 +15,7 @@
 #include "proto/registry.h"
 #include "proto/rpc.h"
 #include "proxy/proxy_internal.h"
+#include "proxy/smtp_session.h"
 
 const struct config_def proxy_config_defs[] = {
 	{ "proxy.id", CONFIG_STRING, "proxy1", 0, 0, "this proxy's unique id in the cluster" },
@@ -46,6 +47,17 @@ const struct config_def proxy_config_defs[] = {
 	{ "rpc.timeout", CONFIG_DURATION, "30s", 100, 600000, "deadline of a call to a node" },
 	{ "session.connect_timeout", CONFIG_DURATION, "5s", 100, 60000,
 	  "connecting to a node to hand a session over" },
+	/* the SMTP receiver (proxy/smtp_session.c) */
+	{ "smtp.max_size", CONFIG_SIZE, "100M", 1024, 1073741824,
+	  "largest message (SIZE); capped at rpc.max_frame less 1M" },
+	{ "smtp.max_recipients", CONFIG_INT, "100", 1, 1000, "RCPT commands per message" },
+	{ "smtp.max_errors", CONFIG_INT, "10", 1, 1000, "bad commands before a session is closed" },
+	{ "smtp.idle_timeout", CONFIG_DURATION, "5m", 1000, 3600000,
+	  "a client silent this long gets 421 and is disconnected (RFC 5321: 5m)" },
+	{ "smtp.greeting_delay", CONFIG_DURATION, "0", 0, 60000,
+	  "wait before the greeting; a client that talks first is refused (554)" },
+	{ "smtp.bare_lf", CONFIG_STRING, "reject", 0, 0,
+	  "bare LF or CR in DATA: reject (550 after the data), normalize (to CRLF) or accept" },
 };
 const size_t proxy_config_defs_len = ARRAY_LEN(proxy_config_defs);
 
@@ -172,14 +184,16 @@ ACCEPT_THUNK(imap_proxy_accept, SVC_IMAP)
 ACCEPT_THUNK(imap_proxy_accept, SVC_IMAPS)
 ACCEPT_THUNK(pop3_proxy_accept, SVC_POP3)
 ACCEPT_THUNK(pop3_proxy_accept, SVC_POP3S)
+ACCEPT_THUNK(smtp_session_accept, SVC_SMTP)
+ACCEPT_THUNK(smtp_session_accept, SVC_SUBMISSION)
+ACCEPT_THUNK(smtp_session_accept, SVC_SUBMISSIONS)
 
 static listener_accept_cb accept_cb(enum proxy_service svc)
 {
 	switch (svc) {
-	case SVC_SMTP:
-	case SVC_SUBMISSION:
-	case SVC_SUBMISSIONS:
-		return NULL; /* the SMTP receiver is wired in with its session */
+	case SVC_SMTP: return accept_SVC_SMTP;
+	case SVC_SUBMISSION: return accept_SVC_SUBMISSION;
+	case SVC_SUBMISSIONS: return accept_SVC_SUBMISSIONS;
 	case SVC_IMAP: return accept_SVC_IMAP;
 	case SVC_IMAPS: return accept_SVC_IMAPS;
 	case SVC_POP3: return accept_SVC_POP3;
@@ -277,6 +291,9 @@ struct proxy *proxy_new(struct loop *l, const struct config *cfg, struct tls_ser
 		if (!p->redis)
 			goto fail;
 	}
+	struct smtp_config sc;
+	if (smtp_config_load(cfg, &sc, error_r) < 0)
+		goto fail;
 	p->route = route_new(p, error_r);
 	if (!p->route)
 		goto fail;
