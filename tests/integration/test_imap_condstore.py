@@ -429,6 +429,31 @@ def run(t):
            "SEARCH SAVEDBEFORE")
     expect(t, d, "SEARCH SAVEDSINCE 1-Jan-2000 SAVEDATESUPPORTED", ["* SEARCH 1 2 3 4 5 6 7"],
            "OK SEARCH completed", "SEARCH SAVEDSINCE, SAVEDATESUPPORTED")
+
+    # --- pipelining holds expunges back; IDLE pushes VANISHED ------------------------
+    a.cmd("SELECT Drafts")
+    for i in range(3):
+        a.cmd(b"APPEND Drafts {%d+}\r\n" % len(plain(i)) + plain(i))  # UIDs 1..3
+    b.cmd("SELECT Drafts")
+    b.cmd("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    b.cmd("EXPUNGE")  # UID 1
+    a.s.sendall(b"z1 UID FETCH 2 (UID)\r\nz2 NOOP\r\n")
+    lines = [a.line() for _ in range(4)]
+    t.check(lines == [b"* 2 FETCH (UID 2)", b"z1 OK UID FETCH completed", b"* 1 EXPUNGE",
+                      b"z2 OK NOOP completed"],
+            "a command with more commands queued behind it holds another session's EXPUNGE",
+            lines)
+    c.cmd("SELECT Drafts")
+    c.s.sendall(b"i1 IDLE\r\n")
+    cont = c.line()
+    b.cmd("STORE 1 +FLAGS.SILENT (\\Deleted)")
+    b.cmd("EXPUNGE")  # UID 2
+    pushed = [c.line(), c.line()]
+    c.s.sendall(b"DONE\r\n")
+    done = c.line()
+    t.check(cont == b"+ idling" and pushed == [b"* VANISHED 2", b"* OK [HIGHESTMODSEQ 8] Highest"]
+            and done == b"i1 OK IDLE terminated", "IDLE pushes VANISHED to a QRESYNC session",
+            (cont, pushed, done))
     for x in (a, b, c, d):
         x.close()
 
