@@ -875,7 +875,7 @@ void imap_cmd_fetch(struct imap_session *s)
 	}
 	/* CONDSTORE enabling (RFC 7162 3.1): MODSEQ asked or CHANGEDSINCE. */
 	if (has_modseq || cmd->u.fetch.has_changedsince)
-		s->condstore = true;
+		imap_condstore_on(s);
 	uint32_t *uids = NULL;
 	size_t n = 0;
 	const char *err = NULL;

@@ -186,6 +186,10 @@ void imap_sync_own(struct imap_session *s, const struct imap_change *own, size_t
 /* The HIGHESTMODSEQ the client may be told: below the first expunge still
  * held back. */
 uint64_t imap_highestmodseq(const struct imap_session *s);
+/* A CONDSTORE enabling command (RFC 7162 3.1), on the loop thread before
+ * its job is posted: from now on FETCH responses carry MODSEQ, and the
+ * first one in the selected state also reports HIGHESTMODSEQ. */
+void imap_condstore_on(struct imap_session *s);
 /* "* n FETCH (UID u FLAGS (...)[ MODSEQ (m)])" for a flag change. */
 void imap_put_flag_fetch(struct imap_session *s, struct buf *b, uint32_t seq,
 			 const struct msg_info *m);

@@ -268,18 +268,17 @@ void imap_sync_own(struct imap_session *s, const struct imap_change *own, size_t
 	if (now != s->sync_seen) {
 		enum storage_status st = ST_OK;
 		const char *err = NULL;
-		if (store_mailbox_view(s->sh, s->sel_id, s->sel_modseq, false, &v, &st, &err) < 0) {
+		if (store_mailbox_view(s->sh, s->sel_id, s->sel_modseq, false, &v, &st, &err) == 0) {
+			s->sync_seen = now;
+			have_view = true;
+			pend_add(s, v.vanished, v.n_vanished);
+		} else if (st == ST_NOT_FOUND) {
 			/* A mailbox deleted under us stays as it was: do not
 			 * look again until something else changes. */
-			if (st == ST_NOT_FOUND)
-				s->sync_seen = now;
-			else
-				LOG_WARN("imap", s->id, "sync_failed", "reason=\"%s\"", err ? err : "");
-			return;
+			s->sync_seen = now;
+		} else {
+			LOG_WARN("imap", s->id, "sync_failed", "reason=\"%s\"", err ? err : "");
 		}
-		s->sync_seen = now;
-		have_view = true;
-		pend_add(s, v.vanished, v.n_vanished);
 	}
 	if (s->sync_expunge && s->n_pend) {
 		pend_flush(s);
@@ -319,6 +318,13 @@ void imap_sync_own(struct imap_session *s, const struct imap_change *own, size_t
 void imap_sync_selected(struct imap_session *s)
 {
 	imap_sync_own(s, NULL, 0);
+}
+
+void imap_condstore_on(struct imap_session *s)
+{
+	if (!s->condstore && s->state == IMAP_STATE_SELECTED)
+		s->hms_announce = true;
+	s->condstore = true;
 }
 
 static void unselect(struct imap_session *s)
@@ -660,7 +666,7 @@ static void store_run(struct imap_session *s)
 void imap_cmd_store(struct imap_session *s)
 {
 	if (s->cmd->u.store.has_unchangedsince)
-		s->condstore = true;
+		imap_condstore_on(s);
 	if (s->sel_readonly) {
 		imap_reply(s, "%s NO [READ-ONLY] Mailbox is read-only\r\n", s->tag);
 		return;
@@ -1010,7 +1016,7 @@ void imap_cmd_search(struct imap_session *s)
 		return;
 	}
 	if (has_modseq_key(cmd->u.search.root))
-		s->condstore = true;
+		imap_condstore_on(s);
 	const char *err = "Invalid search";
 	search_key_free(&s->search);
 	s->search = conv_key(s, cmd->u.search.root, &err);

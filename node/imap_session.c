@@ -1204,7 +1204,6 @@ static void dispatch(struct imap_session *s, const struct imap_command *cmd)
 	s->hms_tagged = false;
 	s->sync_expunge = expunge_ok(s, cmd);
 	s->presync = s->state == IMAP_STATE_SELECTED && !syncs_itself(cmd->cmd);
-	bool was_condstore = s->condstore;
 	if (cmd->cmd != IMAP_CMD_APPEND) {
 		body_writer_free(&s->bw);
 		s->bw_count = 0;
@@ -1313,7 +1312,7 @@ static void dispatch(struct imap_session *s, const struct imap_command *cmd)
 		break;
 	case IMAP_CMD_STATUS:
 		if (cmd->u.status.items & IMAP_STATUS_HIGHESTMODSEQ)
-			s->condstore = true; /* CONDSTORE enabling (RFC 7162 3.1) */
+			imap_condstore_on(s);
 		if (!name_ok(cmd->u.status.mailbox))
 			imap_bad(s, "Invalid mailbox name");
 		else
@@ -1348,11 +1347,6 @@ static void dispatch(struct imap_session *s, const struct imap_command *cmd)
 		imap_bad(s, "Command not supported");
 		break;
 	}
-	/* The first CONDSTORE enabling command in the selected state learns
-	 * where the mailbox stands. */
-	if (!was_condstore && s->condstore && s->state == IMAP_STATE_SELECTED &&
-	    cmd->cmd != IMAP_CMD_SELECT && cmd->cmd != IMAP_CMD_EXAMINE)
-		s->hms_announce = true;
 	if (!s->busy) {
 		s->presync = false;
 		s->hms_announce = false;
