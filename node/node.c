@@ -28,7 +28,8 @@ const struct config_def node_config_defs[] = {
 	  "address other members use to reach this node (default: rpc.listen)" },
 	{ "rpc.tls", CONFIG_BOOL, "false", 0, 0,
 	  "serve RPC over TLS with tls.cert (mutual when tls.client_ca is set)" },
-	{ "rpc.max_frame", CONFIG_SIZE, "80M", 1024, 1073741824, "largest RPC frame accepted" },
+	{ "rpc.max_frame", CONFIG_SIZE, "128M", 1024, 1073741824,
+	  "largest RPC frame accepted (a message plus its envelope)" },
 	{ "redis.url", CONFIG_STRING, NULL, 0, 0,
 	  "Redis for membership (redis://host:port/db); unset: standalone" },
 	{ "heartbeat.interval", CONFIG_DURATION, "1s", 100, 60000, "membership refresh period" },
@@ -41,7 +42,10 @@ const struct config_def node_config_defs[] = {
 	  "shards this node owns until the shard map exists: 'all' or ranges '0-84,200'" },
 	{ "storage.cache", CONFIG_SIZE, "256M", 1048576, 1099511627776,
 	  "block cache shared by all shards" },
-	{ "storage.max_message", CONFIG_SIZE, "64M", 1024, 1073741824, "largest message stored" },
+	{ "storage.max_message", CONFIG_SIZE, "100M", 1024, 1073741824,
+	  "largest message stored (IMAP APPENDLIMIT; keep >= the proxy's smtp.max_size)" },
+	{ "delivery.dedupe_ttl", CONFIG_DURATION, "7d", 60000, 31536000000LL,
+	  "how long a delivery id is remembered (a retry within it is not stored twice)" },
 	{ "imap.listen", CONFIG_ADDR, NULL, 0, 0,
 	  "IMAP listener (plaintext, for loopback and tests; clients come through the proxy)" },
 	{ "pop3.listen", CONFIG_ADDR, NULL, 0, 0,
@@ -162,6 +166,11 @@ struct node {
 	struct listener *imap;
 	struct redis_client *redis;
 	struct heartbeat *hb;
+	/* primary thread: forget old delivery ids every hour */
+	struct timer prune_timer;
+	struct work prune_work;
+	bool prune_running;
+	uint64_t dedupe_ttl_ms;
 };
 
 /* Canonical address of a mailbox owner, with any +tag removed. Returns the
@@ -224,6 +233,7 @@ struct deliver_job {
 	size_t ntargets;
 	enum storage_status status;
 	const char *error;
+	bool duplicate; /* a retry of a delivery id already stored */
 };
 
 static void deliver_run(struct work *w)
@@ -250,10 +260,15 @@ static void deliver_run(struct work *w)
 		if (store_mailbox_get(j->sh, j->owner[i], j->tag[i], &mb, &st, &err) == 0)
 			j->targets[t].mailbox_id = mb.id;
 	}
-	if (j->ntargets &&
-	    store_deliver(j->sh, bw, j->req->received_ms, j->targets, j->ntargets, &j->status,
-			  &j->error) < 0 &&
-	    j->status == ST_OK)
+	int r = 0;
+	if (j->ntargets && j->req->delivery_id.len)
+		r = store_deliver_once(j->sh, bw, j->req->received_ms,
+				       view_make(j->req->delivery_id.data, j->req->delivery_id.len),
+				       j->targets, j->ntargets, &j->duplicate, &j->status, &j->error);
+	else if (j->ntargets)
+		r = store_deliver(j->sh, bw, j->req->received_ms, j->targets, j->ntargets,
+				  &j->status, &j->error);
+	if (r < 0 && j->status == ST_OK)
 		j->status = ST_IO;
 	body_writer_free(&bw);
 }
@@ -288,6 +303,9 @@ static void deliver_done(struct work *w)
 		st[i].text = (char *)j->text[i];
 		stp[i] = &st[i];
 	}
+	if (j->duplicate)
+		LOG_INFO("node", rpc_call_conn_id(j->call), "deliver_duplicate",
+			 "shard=%u recipients=%zu", shard_id(j->sh), j->nrcpt);
 	if (j->status != ST_OK)
 		LOG_WARN("node", rpc_call_conn_id(j->call), "deliver_failed",
 			 "shard=%u status=%s reason=\"%s\"", shard_id(j->sh),
@@ -320,6 +338,11 @@ static void handle_deliver(struct rpc_call *call, const ProtobufCMessage *msg, v
 	}
 	if (req->n_recipients == 0 || req->n_recipients > 1000) {
 		rpc_call_error(call, MAIL__RPC__ERROR_CODE__ERROR_BAD_REQUEST, "1..1000 recipients");
+		return;
+	}
+	if (req->delivery_id.len > DELIVERY_ID_MAX) {
+		rpc_call_error(call, MAIL__RPC__ERROR_CODE__ERROR_BAD_REQUEST,
+			       "delivery_id longer than 64 bytes");
 		return;
 	}
 	struct deliver_job *j = xcalloc(1, sizeof(*j));
@@ -814,6 +837,49 @@ static void handle_resolve(struct rpc_call *call, const ProtobufCMessage *msg, v
 	post_dir(n, call, RPC_METHOD_RESOLVE, addr, NULL, 0);
 }
 
+/* ---- delivery id records ------------------------------------------------------ */
+
+#define NODE_PRUNE_EVERY_MS (3600 * 1000)
+
+static void prune_run(struct work *w)
+{
+	struct node *n = container_of(w, struct node, prune_work);
+	uint64_t before = time_real_ms() - n->dedupe_ttl_ms;
+	long total = 0;
+	for (uint32_t i = 0; i < n->ns->nshards; i++) {
+		struct shard *sh = local_shard(n, (int)i);
+		if (!sh)
+			continue;
+		const char *err = NULL;
+		long k;
+		/* bounded batches until a shard has nothing old left */
+		while ((k = store_deliveries_prune(sh, before, &err)) > 0)
+			total += k;
+		if (k < 0)
+			LOG_WARN("node", 0, "prune_failed", "shard=%u error=\"%s\"", i, err ? err : "");
+	}
+	if (total)
+		LOG_INFO("node", 0, "deliveries_pruned", "records=%ld", total);
+}
+
+static void prune_done(struct work *w)
+{
+	struct node *n = container_of(w, struct node, prune_work);
+	n->prune_running = false;
+	loop_release(n->loop);
+}
+
+static void prune_tick(struct timer *t)
+{
+	struct node *n = t->arg;
+	timer_start(n->loop, &n->prune_timer, NODE_PRUNE_EVERY_MS);
+	if (n->prune_running)
+		return;
+	n->prune_running = true;
+	loop_hold(n->loop); /* a draining loop waits for the job */
+	loop_post_work(n->loop, &n->prune_work, prune_run, prune_done);
+}
+
 /* ---- session handoff (OPEN_SESSION) ------------------------------------- */
 
 static uint32_t session_check(const Mail__Rpc__OpenSession *req, void *arg, const char **msg_r)
@@ -960,6 +1026,10 @@ struct node *node_new(struct loop *l, const struct config *cfg, struct tls_serve
 					(uint32_t)config_get_duration_ms(cfg, "heartbeat.interval"),
 					(uint32_t)config_get_duration_ms(cfg, "heartbeat.ttl"));
 	}
+	n->dedupe_ttl_ms = config_get_duration_ms(cfg, "delivery.dedupe_ttl");
+	timer_init(&n->prune_timer, prune_tick, n);
+	if (primary)
+		timer_start(l, &n->prune_timer, 60000); /* first pass a minute after start */
 	if (primary)
 		LOG_INFO("node", 0, "rpc_listening", "id=%s port=%u shards=%s/%u redis=%s", n->id,
 			 rpc_server_port(n->rpc), ns->shards_spec, ns->nshards, url ? "on" : "off");
@@ -984,6 +1054,8 @@ struct shard *node_user_shard(struct node *n, const char *login, char *out, size
 void node_drain(struct node *n)
 {
 	heartbeat_stop(&n->hb);
+	if (timer_armed(&n->prune_timer))
+		timer_stop(n->loop, &n->prune_timer);
 }
 
 void node_free(struct node **np)
@@ -993,6 +1065,8 @@ void node_free(struct node **np)
 		return;
 	*np = NULL;
 	heartbeat_stop(&n->hb);
+	if (timer_armed(&n->prune_timer))
+		timer_stop(n->loop, &n->prune_timer);
 	listener_close(&n->pop3);
 	listener_close(&n->imap);
 	rpc_server_free(&n->rpc);

@@ -31,6 +31,10 @@
 #define KEY_BODY 'h'
 #define KEY_CHUNK 'c'
 #define KEY_COUNTER 'n'
+/* 'd' + delivery id (1..DELIVERY_ID_MAX bytes) -> version, u64 time (ms),
+ * u32 n, n x (u8 status, u64 mailbox id, u32 uidvalidity, u32 uid): the
+ * results of a delivery, so a retry with the same id stores nothing. */
+#define KEY_DELIVERY 'd'
 
 #define RECORD_VERSION 1
 

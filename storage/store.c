@@ -1614,9 +1614,75 @@ struct tgt_state {
 	struct mbox_rec mbox;
 };
 
+static void key_delivery(struct key *k, struct view id)
+{
+	k->b[0] = KEY_DELIVERY;
+	memcpy(k->b + 1, id.ptr, id.len);
+	k->len = 1 + id.len;
+}
+
+static void enc_delivery(struct buf *b, uint64_t now, const struct deliver_target *t, size_t n)
+{
+	b->len = 0;
+	put_u8(b, RECORD_VERSION);
+	put_u64(b, now);
+	put_u32(b, (uint32_t)n);
+	for (size_t i = 0; i < n; i++) {
+		put_u8(b, (uint8_t)t[i].status_r);
+		put_u64(b, t[i].mailbox_id_r);
+		put_u32(b, t[i].uidvalidity_r);
+		put_u32(b, t[i].uid_r);
+	}
+}
+
+/* The recorded results into t; false if corrupt or for another count. */
+static bool dec_delivery(struct view v, struct deliver_target *t, size_t n, uint64_t *when_r)
+{
+	struct dec d = dec_make(v.ptr, v.len);
+	if (get_u8(&d) != RECORD_VERSION)
+		return false;
+	uint64_t when = get_u64(&d);
+	if (when_r)
+		*when_r = when;
+	if (!t)
+		return !d.bad;
+	if (get_u32(&d) != n || d.bad)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		uint8_t st = get_u8(&d);
+		t[i].status_r = st <= ST_DISABLED ? (enum storage_status)st : ST_IO;
+		t[i].mailbox_id_r = get_u64(&d);
+		t[i].uidvalidity_r = get_u32(&d);
+		t[i].uid_r = get_u32(&d);
+	}
+	return !d.bad;
+}
+
+static int deliver_impl(struct shard *sh, struct body_writer *bw, uint64_t internal_date_ms,
+			struct view id, struct deliver_target *t, size_t n, bool *duplicate_r,
+			enum storage_status *status_r, const char **error_r);
+
 int store_deliver(struct shard *sh, struct body_writer *bw, uint64_t internal_date_ms,
 		  struct deliver_target *t, size_t n, enum storage_status *status_r,
 		  const char **error_r)
+{
+	return deliver_impl(sh, bw, internal_date_ms, view_make(NULL, 0), t, n, NULL, status_r,
+			    error_r);
+}
+
+int store_deliver_once(struct shard *sh, struct body_writer *bw, uint64_t internal_date_ms,
+		       struct view id, struct deliver_target *t, size_t n, bool *duplicate_r,
+		       enum storage_status *status_r, const char **error_r)
+{
+	*duplicate_r = false;
+	if (id.len == 0 || id.len > DELIVERY_ID_MAX)
+		return fail(error_r, status_r, ST_INVALID, "delivery id of %zu bytes", id.len);
+	return deliver_impl(sh, bw, internal_date_ms, id, t, n, duplicate_r, status_r, error_r);
+}
+
+static int deliver_impl(struct shard *sh, struct body_writer *bw, uint64_t internal_date_ms,
+			struct view id, struct deliver_target *t, size_t n, bool *duplicate_r,
+			enum storage_status *status_r, const char **error_r)
 {
 	if (bw->too_large)
 		return fail(error_r, status_r, ST_TOO_LARGE, "message larger than %llu bytes",
@@ -1636,6 +1702,29 @@ int store_deliver(struct shard *sh, struct body_writer *bw, uint64_t internal_da
 	if (sh_begin(sh, status_r, error_r) < 0) {
 		buf_cleanup(&mime);
 		return -1;
+	}
+	if (id.len) {
+		/* Seen before: the first call's results, nothing stored. */
+		struct key dk;
+		key_delivery(&dk, id);
+		struct buf dv;
+		buf_init(&dv, 0);
+		int r = w_get(sh, dk.b, dk.len, &dv, error_r);
+		if (r != 0) {
+			bool good = r == 1 && dec_delivery(buf_view(&dv), t, n, NULL);
+			buf_cleanup(&dv);
+			buf_cleanup(&mime);
+			sh_abort(sh);
+			if (r < 0)
+				return fail_io(error_r, status_r);
+			if (!good)
+				return fail(error_r, status_r, ST_INVALID,
+					    "delivery id reused for other recipients");
+			*duplicate_r = true;
+			set_ok(status_r);
+			return 0;
+		}
+		buf_cleanup(&dv);
 	}
 	struct tgt_state *ts = xcalloc(n ? n : 1, sizeof(*ts));
 	size_t ok = 0;
@@ -1762,6 +1851,15 @@ int store_deliver(struct shard *sh, struct body_writer *bw, uint64_t internal_da
 			ret = r < 0 ? -1 : fail(error_r, NULL, ST_IO, "corrupt body record");
 		}
 		buf_cleanup(&v);
+		if (ret == 0 && id.len) {
+			struct key dk;
+			key_delivery(&dk, id);
+			struct buf dv;
+			buf_init(&dv, 0);
+			enc_delivery(&dv, save, t, n);
+			w_put(sh, dk.b, dk.len, dv.data, dv.len);
+			buf_cleanup(&dv);
+		}
 	}
 	free(ts);
 	buf_cleanup(&mime);
@@ -1777,6 +1875,52 @@ int store_deliver(struct shard *sh, struct body_writer *bw, uint64_t internal_da
 			if (t[i].status_r == ST_OK && t[i].uid_r)
 				mailbox_changed(sh, t[i].mailbox_id_r);
 	return ret2;
+}
+
+struct prune_scan {
+	uint64_t before;
+	struct buf keys; /* u8 length + key, repeated */
+	size_t n;
+};
+
+static int prune_collect(void *arg, struct view k, struct view v)
+{
+	struct prune_scan *ps = arg;
+	uint64_t when = 0;
+	if (k.len > 1 + DELIVERY_ID_MAX || (dec_delivery(v, NULL, 0, &when) && when >= ps->before))
+		return 0;
+	uint8_t len = (uint8_t)k.len;
+	buf_append(&ps->keys, &len, 1);
+	buf_append(&ps->keys, k.ptr, k.len);
+	ps->n++;
+	return ps->n >= 10000; /* a bounded batch per call */
+}
+
+long store_deliveries_prune(struct shard *sh, uint64_t before_ms, const char **error_r)
+{
+	struct prune_scan ps = { .before = before_ms };
+	buf_init(&ps.keys, 0);
+	uint8_t prefix = KEY_DELIVERY;
+	if (scan_prefix(sh, &prefix, 1, prune_collect, &ps, error_r) < 0) {
+		buf_cleanup(&ps.keys);
+		return -1;
+	}
+	if (ps.n == 0) {
+		buf_cleanup(&ps.keys);
+		return 0;
+	}
+	if (sh_begin(sh, NULL, error_r) < 0) {
+		buf_cleanup(&ps.keys);
+		return -1;
+	}
+	for (size_t off = 0; off < ps.keys.len;) {
+		uint8_t len = ps.keys.data[off];
+		w_del(sh, ps.keys.data + off + 1, len);
+		off += 1 + (size_t)len;
+	}
+	int r = sh_end(sh, true, NULL, error_r);
+	buf_cleanup(&ps.keys);
+	return r < 0 ? -1 : (long)ps.n;
 }
 
 /* ---- message reads -------------------------------------------------------- */

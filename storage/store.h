@@ -246,6 +246,21 @@ int store_deliver(struct shard *sh, struct body_writer *bw, uint64_t internal_da
 		  struct deliver_target *targets, size_t n_targets,
 		  enum storage_status *status_r, const char **error_r);
 
+/* store_deliver made idempotent by a caller-chosen delivery id (1 to
+ * DELIVERY_ID_MAX bytes, unique per message and shard): the first call
+ * stores, and records each target's result in the same batch; a later
+ * call with the same id stores nothing and returns the recorded results
+ * (*duplicate_r true). A retry after a timeout or a failover therefore
+ * never delivers twice. The same id with a different number of targets is
+ * ST_INVALID. Records are kept until store_deliveries_prune. */
+#define DELIVERY_ID_MAX 64
+int store_deliver_once(struct shard *sh, struct body_writer *bw, uint64_t internal_date_ms,
+		       struct view delivery_id, struct deliver_target *targets, size_t n_targets,
+		       bool *duplicate_r, enum storage_status *status_r, const char **error_r);
+/* Delete delivery records written before `before_ms` (wall clock). Returns
+ * the number deleted, or -1. Blocking: worker threads only. */
+long store_deliveries_prune(struct shard *sh, uint64_t before_ms, const char **error_r);
+
 /* Messages of a mailbox with first_uid <= uid <= last_uid in UID order;
  * *out malloc'ed, free each with msg_info_cleanup and then the array. */
 int store_fetch_range(struct shard *sh, uint64_t mailbox_id, uint32_t first_uid,

@@ -8,7 +8,6 @@ wrong shard, unknown protocol, a bad tag, OPEN_SESSION after another
 frame, a garbage payload."""
 
 import socket
-import struct
 
 import mailtest as mt
 
@@ -16,34 +15,12 @@ USER = "hand@example.test"
 PW = "pw"
 SHARDS = 4
 
-REQUEST, RESPONSE, ERROR = 1, 2, 3
+from pbwire import ERROR, REQUEST, RESPONSE, read_frame, request_frame  # noqa: F401
+from pbwire import field as pb_field
+from pbwire import varint
+
 OPEN_SESSION, PING = 4, 1
 IMAP, POP3, SMTP = 2, 3, 1
-
-
-def varint(n):
-    out = b""
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out += bytes([b | 0x80])
-        else:
-            return out + bytes([b])
-
-
-def pb_field(num, value):
-    """Protobuf field: int/bool as varint, str/bytes length-delimited. The
-    node insists on canonical encoding: a default value is left out."""
-    if not value:
-        return b""
-    if isinstance(value, bool):
-        value = int(value)
-    if isinstance(value, int):
-        return varint(num << 3) + varint(value)
-    if isinstance(value, str):
-        value = value.encode()
-    return varint((num << 3) | 2) + varint(len(value)) + value
 
 
 def open_session_msg(protocol, user, shard, tag="", utf8=False, client="192.0.2.7"):
@@ -55,28 +32,6 @@ def open_session_msg(protocol, user, shard, tag="", utf8=False, client="192.0.2.
     if utf8:
         m += pb_field(13, True)
     return m
-
-
-def request_frame(method, req_id, payload):
-    body = struct.pack(">HI", method, 5000) + payload
-    return struct.pack(">IBQ", 9 + len(body), REQUEST, req_id) + body
-
-
-def read_frame(sock, buf=b""):
-    """One frame: (kind, req_id, body, rest of the bytes read)."""
-    while len(buf) < 4:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return None, None, None, buf
-        buf += chunk
-    n = struct.unpack(">I", buf[:4])[0]
-    while len(buf) < 4 + n:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return None, None, None, buf
-        buf += chunk
-    kind, req_id = struct.unpack(">BQ", buf[4:13])
-    return kind, req_id, buf[13:4 + n], buf[4 + n:]
 
 
 def shard_of(ctl, naddr, user):
