@@ -255,9 +255,8 @@ struct smtp_session {
 	char peer[48];      /* client IP */
 	uint16_t peer_port;
 	char helo[128];
-	char auth_user[256]; /* canonical user once AUTH succeeded */
-	char sasl_user[SMTP_SASL_ID_MAX + 1]; /* LOGIN: until the password */
-	char tls_version[24], tls_cipher[64];
+	char *auth_user;     /* canonical user once AUTH succeeded */
+	char *sasl_user;     /* during AUTH: the user name (for LOGIN and logs) */
 
 	/* BDAT chunk being read */
 	uint64_t chunk_left, chunk_size;
@@ -304,12 +303,31 @@ static void check_free(struct smtp_rcpt_check **cp)
 	free(k);
 }
 
+static void sasl_clear(struct smtp_session *s)
+{
+	if (!s->sasl_user)
+		return;
+	explicit_bzero(s->sasl_user, SMTP_SASL_ID_MAX + 1);
+	free(s->sasl_user);
+	s->sasl_user = NULL;
+}
+
+static void sasl_set_user(struct smtp_session *s, struct view v)
+{
+	if (!s->sasl_user)
+		s->sasl_user = xcalloc(1, SMTP_SASL_ID_MAX + 1);
+	size_t n = MIN(v.len, (size_t)SMTP_SASL_ID_MAX);
+	memcpy(s->sasl_user, v.ptr, n);
+	s->sasl_user[n] = '\0';
+}
+
 static void session_free(struct smtp_session *s)
 {
 	txn_free(&s->txn);
 	check_free(&s->chk);
 	free(s->groups);
-	explicit_bzero(s->sasl_user, sizeof(s->sasl_user));
+	sasl_clear(s);
+	free(s->auth_user);
 	free(s);
 }
 
@@ -502,16 +520,18 @@ static void txn_reset(struct smtp_session *s)
 static void trace_header(struct smtp_session *s, struct smtp_txn *t, struct buf *out)
 {
 	char proto[16] = "SMTP";
-	if (s->esmtp || t->smtputf8 || s->tls || s->auth_user[0])
+	if (s->esmtp || t->smtputf8 || s->tls || s->auth_user)
 		snprintf(proto, sizeof(proto), "%s%s%s", t->smtputf8 ? "UTF8SMTP" : "ESMTP",
-			 s->tls ? "S" : "", s->auth_user[0] ? "A" : "");
+			 s->tls ? "S" : "", s->auth_user ? "A" : "");
 	char date[64];
 	rfc5322_date(time_real_ms(), date, sizeof(date));
 	bool v6 = strchr(s->peer, ':') != NULL;
 	buf_printf(out, "Received: from %s ([%s%s])\r\n", s->helo[0] ? s->helo : "unknown",
 		   v6 ? "IPv6:" : "", s->peer);
-	if (s->tls)
-		buf_printf(out, "\t(using %s with cipher %s)\r\n", s->tls_version, s->tls_cipher);
+	SSL *ssl = s->c ? conn_ssl(s->c) : NULL;
+	if (s->tls && ssl)
+		buf_printf(out, "\t(using %s with cipher %s)\r\n", tls_version_str(ssl),
+			   tls_cipher_str(ssl));
 	buf_printf(out, "\tby %s (mailcluster) with %s id %s", s->p->hostname, proto, t->id);
 	if (t->nrcpts == 1)
 		buf_printf(out, "\r\n\tfor <%s>", t->rcpts[0].addr);
@@ -1041,7 +1061,7 @@ static void resolve_done(void *arg, enum rpc_status status, const ProtobufCMessa
 	if (r->n_targets == 0) {
 		/* Not a local domain: relaying. */
 		metrics_inc(m.relay_denied);
-		if (s->auth_user[0])
+		if (s->auth_user)
 			rcpt_answer(s, 550, "5.7.1", "Relaying not available yet");
 		else
 			rcpt_answer(s, 554, "5.7.1", "Relay access denied");
@@ -1157,7 +1177,7 @@ static void auth_done(void *arg, enum rpc_status status, const ProtobufCMessage 
 		goto out;
 	const Mail__Rpc__AuthReply *r = (const Mail__Rpc__AuthReply *)reply_msg;
 	if (status == RPC_OK && r->ok && r->user[0]) {
-		snprintf(s->auth_user, sizeof(s->auth_user), "%s", r->user);
+		s->auth_user = xstrdup(r->user);
 		metrics_inc(m.auth_ok);
 		char qu[300];
 		LOG_INFO("smtp", s->id, "auth", "user=%s",
@@ -1172,7 +1192,7 @@ static void auth_done(void *arg, enum rpc_status status, const ProtobufCMessage 
 			 log_quote_cstr(qe, sizeof(qe), err ? err->message : ""));
 		reply(s, 454, "4.7.0", "Temporary authentication failure");
 	}
-	explicit_bzero(s->sasl_user, sizeof(s->sasl_user));
+	sasl_clear(s);
 	command_done(s);
 out:
 	s_leave(s);
@@ -1182,7 +1202,7 @@ out:
 static void auth_start(struct smtp_session *s, struct view user, struct view pass)
 {
 	char pw[SMTP_SASL_PASS_MAX + 1];
-	copy_view(s->sasl_user, sizeof(s->sasl_user), user);
+	sasl_set_user(s, user);
 	copy_view(pw, sizeof(pw), pass);
 	s->state = SMTP_S_COMMAND;
 	s->sasl = SASL_NONE;
@@ -1191,8 +1211,10 @@ static void auth_start(struct smtp_session *s, struct view user, struct view pas
 	struct rpc_client *cl = rr == ROUTE_OK ? proxy_node_client(s->p, rt.addr) : NULL;
 	if (rr == ROUTE_BAD_ADDRESS || memchr(pass.ptr, 0, pass.len)) {
 		auth_failed(s, "not_an_address");
+		sasl_clear(s);
 	} else if (!cl) {
 		reply(s, 454, "4.7.0", "Temporary authentication failure");
+		sasl_clear(s);
 	} else {
 		Mail__Rpc__AuthRequest req = MAIL__RPC__AUTH_REQUEST__INIT;
 		req.user = s->sasl_user;
@@ -1233,7 +1255,7 @@ static void sasl_step(struct smtp_session *s, struct view line)
 	if (smtp_sasl_is_cancel(line)) {
 		s->state = SMTP_S_COMMAND;
 		s->sasl = SASL_NONE;
-		explicit_bzero(s->sasl_user, sizeof(s->sasl_user));
+		sasl_clear(s);
 		err_reply(s, "auth_cancel", 501, "5.0.0", "Authentication cancelled");
 		return;
 	}
@@ -1247,7 +1269,7 @@ static void sasl_step(struct smtp_session *s, struct view line)
 	case SASL_LOGIN_USER:
 		if (smtp_sasl_login_decode(line, dec, sizeof(dec), SMTP_SASL_ID_MAX, &v, &why) < 0)
 			break;
-		copy_view(s->sasl_user, sizeof(s->sasl_user), v);
+		sasl_set_user(s, v);
 		explicit_bzero(dec, sizeof(dec));
 		s->sasl = SASL_LOGIN_PASS;
 		reply(s, 334, NULL, SMTP_LOGIN_PROMPT_PASS);
@@ -1256,7 +1278,7 @@ static void sasl_step(struct smtp_session *s, struct view line)
 		if (smtp_sasl_login_decode(line, dec, sizeof(dec), SMTP_SASL_PASS_MAX, &v, &why) < 0)
 			break;
 		char user[SMTP_SASL_ID_MAX + 1];
-		memcpy(user, s->sasl_user, sizeof(user));
+		snprintf(user, sizeof(user), "%s", s->sasl_user ? s->sasl_user : "");
 		auth_start(s, view_cstr(user), v);
 		explicit_bzero(user, sizeof(user));
 		explicit_bzero(dec, sizeof(dec));
@@ -1267,7 +1289,7 @@ static void sasl_step(struct smtp_session *s, struct view line)
 	}
 	s->state = SMTP_S_COMMAND;
 	s->sasl = SASL_NONE;
-	explicit_bzero(s->sasl_user, sizeof(s->sasl_user));
+	sasl_clear(s);
 	err_reply(s, "auth_malformed", 501, "5.5.2", why ? why : "Invalid response");
 }
 
@@ -1281,7 +1303,7 @@ static void cmd_auth(struct smtp_session *s, const struct smtp_command *cmd)
 		err_reply(s, "auth", 503, "5.5.1", "Send EHLO first");
 		return;
 	}
-	if (s->auth_user[0]) {
+	if (s->auth_user) {
 		err_reply(s, "auth", 503, "5.5.1", "Already authenticated");
 		return;
 	}
@@ -1333,7 +1355,7 @@ static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
 		.chunking = true,
 		.enhancedstatuscodes = true,
 		.starttls = starttls_offered(s),
-		.auth = auth_offered(s) && !s->auth_user[0] ? "PLAIN LOGIN" : NULL,
+		.auth = auth_offered(s) && !s->auth_user ? "PLAIN LOGIN" : NULL,
 	};
 	if (!rbuf.max)
 		buf_init(&rbuf, 64 * 1024);
@@ -1418,7 +1440,8 @@ static void cmd_starttls(struct smtp_session *s, size_t pipelined)
 	s->helo_seen = false;
 	s->esmtp = false;
 	s->helo[0] = '\0';
-	s->auth_user[0] = '\0';
+	free(s->auth_user);
+	s->auth_user = NULL;
 }
 
 static void dispatch(struct smtp_session *s, const struct smtp_command *cmd, size_t pipelined)
@@ -1427,7 +1450,7 @@ static void dispatch(struct smtp_session *s, const struct smtp_command *cmd, siz
 	const char *refused = NULL;
 	if (tls_required(s) && !(cmd->flags & SMTP_F_PRE_TLS))
 		refused = "Must issue a STARTTLS command first";
-	else if ((s->svc == SVC_SUBMISSION || s->svc == SVC_SUBMISSIONS) && !s->auth_user[0] &&
+	else if ((s->svc == SVC_SUBMISSION || s->svc == SVC_SUBMISSIONS) && !s->auth_user &&
 		 !(cmd->flags & SMTP_F_PRE_AUTH))
 		refused = "Authentication required";
 	if (cmd->verb == SMTP_CMD_BDAT) {
@@ -1516,7 +1539,7 @@ static size_t on_line(struct smtp_session *s, const uint8_t *d, size_t len)
 		if (sasl) {
 			s->state = SMTP_S_COMMAND;
 			s->sasl = SASL_NONE;
-			explicit_bzero(s->sasl_user, sizeof(s->sasl_user));
+			sasl_clear(s);
 		}
 		LOG_DEBUG("smtp", s->id, "bad_command", "code=%d reason=\"%s\"", cmd.reply_code,
 			  cmd.error);
@@ -1624,9 +1647,8 @@ static void smtp_on_tls_ready(struct conn *c)
 	struct smtp_session *s = conn_user(c);
 	SSL *ssl = conn_ssl(c);
 	s->tls = true;
-	snprintf(s->tls_version, sizeof(s->tls_version), "%s", ssl ? tls_version_str(ssl) : "");
-	snprintf(s->tls_cipher, sizeof(s->tls_cipher), "%s", ssl ? tls_cipher_str(ssl) : "");
-	LOG_INFO("smtp", s->id, "tls", "version=%s cipher=%s", s->tls_version, s->tls_cipher);
+	LOG_INFO("smtp", s->id, "tls", "version=%s cipher=%s", ssl ? tls_version_str(ssl) : "",
+		 ssl ? tls_cipher_str(ssl) : "");
 	/* Implicit TLS: the greeting delay starts now. */
 	if (s->state == SMTP_S_GREETING)
 		timer_start(s->loop, &s->timer, s->cf->greeting_delay_ms);

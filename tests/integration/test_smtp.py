@@ -16,6 +16,7 @@ import smtplib
 import socket
 import ssl
 import time
+import urllib.request
 
 import mailtest as mt
 
@@ -150,18 +151,21 @@ class Cluster:
 
     def start_proxy(self, name, args=()):
         ports = {k: free_port() for k in ("smtp", "submission", "submissions")}
+        metrics = free_port()
         argv = [self.proxy_bin, "--set", f"smtp.listen=127.0.0.1:{ports['smtp']}",
                 "--set", f"submission.listen=127.0.0.1:{ports['submission']}",
                 "--set", f"submissions.listen=127.0.0.1:{ports['submissions']}",
                 "--set", f"route.node={self.naddr}", "--set", f"route.shards={SHARDS}",
                 "--set", f"tls.cert={self.leaf.chain}", "--set", f"tls.key={self.leaf.key}",
-                "--set", f"proxy.hostname={HOSTNAME}", "--set", f"smtp.max_size={MAX_SIZE}"]
+                "--set", f"proxy.hostname={HOSTNAME}", "--set", f"smtp.max_size={MAX_SIZE}",
+                "--set", f"metrics.listen=127.0.0.1:{metrics}"]
         for a in args:
             argv += ["--set", a]
         d = self.t.daemon(name, argv)
         for p in ports.values():
             d.wait_tcp(p)
         d.ports = ports
+        d.metrics = metrics
         self.proxies.append(d)
         return d
 
@@ -553,9 +557,23 @@ def run(t):
                 "authenticated relay: 550 5.7.1 relaying not available yet", txt)
     s.quit()
 
-    # metrics
+    # logs and metrics
     t.check(p.log_count("event=message") >= 10 and p.log_count("result=accepted") >= 10,
             "one log line per message", p.log_tail(5))
+    text = urllib.request.urlopen(f"http://127.0.0.1:{p.metrics}/metrics", timeout=10).read()
+    vals = {}
+    for ln in text.decode().splitlines():
+        if ln.startswith("smtp_"):
+            k, _, v = ln.rpartition(" ")
+            vals[k] = int(float(v))
+    t.check(vals.get('smtp_messages_total{result="accepted"}', 0) >= 10 and
+            vals.get('smtp_messages_total{result="rejected"}', 0) >= 2 and
+            vals.get('smtp_recipients_total{result="rejected"}', 0) >= 5 and
+            vals.get('smtp_recipients_total{result="tempfail"}', 0) >= 1 and
+            vals.get("smtp_relay_denied_total", 0) >= 2 and
+            vals.get('smtp_auth_total{result="failed"}', 0) >= 1 and
+            vals.get("smtp_message_bytes_total", 0) > 300 * 1024,
+            "Prometheus counters for messages, recipients, relay and AUTH", vals)
 
 
 def rss_kb(pid):

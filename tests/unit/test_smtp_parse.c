@@ -12,6 +12,7 @@
 
 #include "common/base.h"
 #include "proto/smtp_parse.h"
+#include "proxy/smtp_session.h"
 #include "tests/unit/check.h"
 
 /* ---- guard page ------------------------------------------------------------- */
@@ -940,5 +941,8 @@ int main(void)
 	test_bdat();
 	test_sasl();
 	test_replies();
+	/* an idle receiver session's own memory (the loop's conn and TLS on top) */
+	fprintf(stderr, "sizeof(struct smtp_session) = %zu\n", smtp_session_struct_size());
+	CHECK(smtp_session_struct_size() <= 1024);
 	return check_finish("test_smtp_parse");
 }
