@@ -16,10 +16,10 @@ Running `up` twice is safe.
 
 Ports (P = port base, default 10000): Redis P+379, node I RPC P+7000+I,
 node I IMAP P+7100+I and POP3 P+7200+I (plaintext, loopback), node I
-metrics P+9100+I, proxy metrics P+9100. The proxy serves IMAP P+143
+metrics P+9100+I, proxy metrics P+9100. The proxy serves SMTP P+25,
+submission P+587 (STARTTLS + AUTH), submissions P+465, IMAP P+143
 (STARTTLS), IMAPS P+993, POP3 P+110 (STLS) and POP3S P+995 for every user,
-routed to the user's node; SMTP P+25, submission P+587 and submissions P+465
-are reserved for the SMTP receiver. All ports are in cluster.env.
+routed to the user's node. All ports are in cluster.env.
 """
 import argparse
 import os
@@ -227,6 +227,9 @@ class Cluster:
         if os.path.exists(pwfile):
             with open(pwfile) as f:
                 return f.read().strip()
+        # The demo domain is local: SMTP accepts mail for it.
+        subprocess.run([bins["mailctl"], "domain", "add", "example.test"], env=env,
+                       capture_output=True, text=True)
         r = subprocess.run([bins["mailctl"], "user", "show", DEMO_USER], env=env,
                            capture_output=True, text=True)
         password = subprocess.run(["openssl", "rand", "-base64", "15"], check=True,
@@ -329,6 +332,9 @@ class Cluster:
                                     "--set", "proxy.hostname=mail.example.test",
                                     "--set", f"metrics.listen=127.0.0.1:{self.proxy_metrics}",
                                     "--set", f"redis.url={self.redis_url}",
+                                    "--set", f"smtp.listen=127.0.0.1:{p + 25}",
+                                    "--set", f"submission.listen=127.0.0.1:{p + 587}",
+                                    "--set", f"submissions.listen=127.0.0.1:{p + 465}",
                                     "--set", f"imap.listen=127.0.0.1:{p + 143}",
                                     "--set", f"imaps.listen=127.0.0.1:{p + 993}",
                                     "--set", f"pop3.listen=127.0.0.1:{p + 110}",
@@ -368,7 +374,10 @@ def cmd_up(args):
     print(f"""cluster is up: Redis, {c.nodes} mailnode(s), 1 mailproxy ({c.dir})
 demo user: {DEMO_USER}  password: {password}
 through the proxy (TLS with the cluster's own CA, routed to node{owner}):
-IMAPS 127.0.0.1:{p + 993}, IMAP+STARTTLS :{p + 143}, POP3S :{p + 995}, POP3+STLS :{p + 110}
+SMTP 127.0.0.1:{p + 25}, submission :{p + 587}, submissions :{p + 465},
+IMAPS :{p + 993}, IMAP+STARTTLS :{p + 143}, POP3S :{p + 995}, POP3+STLS :{p + 110}
+
+  swaks --server 127.0.0.1:{p + 25} --from you@example.org --to {DEMO_USER} --body 'hello'
 
   curl -s --cacert {ca} --resolve mail.example.test:{p + 993}:127.0.0.1 \\
        --user '{DEMO_USER}:{password}' 'imaps://mail.example.test:{p + 993}/INBOX;UID=1'
@@ -383,8 +392,7 @@ IMAPS 127.0.0.1:{p + 993}, IMAP+STARTTLS :{p + 143}, POP3S :{p + 995}, POP3+STLS
 
 settings: {env}; logs: {c.logdir}; stop with: {os.path.join(HERE, "local-cluster")} down --dir {c.dir}
 The nodes also serve plaintext IMAP/POP3 on loopback for tests (node{owner}:
-IMAP {c.node_imap(owner)}, POP3 {c.node_pop3(owner)}). SMTP comes with the SMTP
-receiver (see README.md); today mail goes in with mailctl deliver.""")
+IMAP {c.node_imap(owner)}, POP3 {c.node_pop3(owner)}).""")
 
 
 def cmd_status(args):

@@ -270,6 +270,18 @@ def run(t):
                            f"imaps://mail.example.test:{base + 993}/INBOX;UID=1"], timeout=30)
     t.check(rc == 0 and "Welcome to your mail cluster" in out,
             "curl over IMAPS through the proxy reads the welcome message", out + err)
+    swaks = mt.require_tool("swaks")
+    rc, out, err = mt.run([swaks, "--server", f"127.0.0.1:{base + 25}", "--from",
+                           "someone@example.org", "--to", kv.get("DEMO_USER", ""), "--header",
+                           "Subject: through the cluster", "--body", "sent with swaks"],
+                          timeout=30)
+    t.check(rc == 0 and "250 " in out, "swaks to the demo user on the proxy's SMTP port",
+            out[-600:] + err)
+    rc, out, err = mt.run([curl, "-sS", "--cacert", kv.get("CA_FILE", ""), "--user",
+                           f"{kv.get('DEMO_USER')}:{kv.get('DEMO_PASSWORD')}",
+                           f"pop3s://127.0.0.1:{base + 995}/2"], timeout=30)
+    t.check(rc == 0 and "sent with swaks" in out and "Received: from" in out,
+            "the SMTP message read back over POP3S through the proxy", out + err)
     rc, out, err = mt.run([curl, "-sS", "--cacert", kv.get("CA_FILE", ""), "--user",
                            f"{kv.get('DEMO_USER')}:{kv.get('DEMO_PASSWORD')}",
                            f"pop3s://127.0.0.1:{base + 995}/1"], timeout=30)
