@@ -35,6 +35,10 @@
 #define SMTP_TRACE_MAX 2048u
 /* What a DELIVER frame needs beside the message. */
 #define SMTP_ENVELOPE_ROOM (1u << 20)
+/* A DELIVER that timed out or found the node gone or deposed is sent once
+ * more, with the same delivery id, after the route had time to change. */
+#define SMTP_DELIVER_ATTEMPTS 2u
+#define SMTP_DELIVER_RETRY_MS 1000u
 
 /* ---- configuration ------------------------------------------------------------ */
 
@@ -212,6 +216,8 @@ struct smtp_group {
 	uint64_t epoch;
 	char node[PROXY_NODE_ADDR_MAX];
 	size_t n;
+	unsigned attempts;
+	struct timer retry;
 };
 
 /* RCPT in progress: RESOLVE, then USER_GET for each final target. */
@@ -662,6 +668,75 @@ static void deliver_finish(struct smtp_session *s)
 	command_done(s);
 }
 
+/* The call may not have reached the node, or the shard moved: the node
+ * knows the delivery id, so sending again never stores twice. */
+static bool retryable(enum rpc_status status, const Mail__Rpc__ErrorReply *err)
+{
+	if (status == RPC_TIMEOUT || status == RPC_UNAVAILABLE)
+		return true;
+	if (status != RPC_REMOTE_ERROR || !err)
+		return false;
+	switch (err->code) {
+	case MAIL__RPC__ERROR_CODE__ERROR_NOT_PRIMARY:
+	case MAIL__RPC__ERROR_CODE__ERROR_STALE_EPOCH:
+	case MAIL__RPC__ERROR_CODE__ERROR_UNAVAILABLE:
+	case MAIL__RPC__ERROR_CODE__ERROR_DEADLINE:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static void deliver_done(void *arg, enum rpc_status status, const ProtobufCMessage *reply_msg,
+			 const Mail__Rpc__ErrorReply *err);
+
+static int final_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* One DELIVER for group g. Returns 0 when the call is out. */
+static int deliver_send(struct smtp_session *s, struct smtp_group *g)
+{
+	struct smtp_txn *t = s->txn;
+	int gi = (int)(g - s->groups);
+	struct rpc_client *cl = proxy_node_client(s->p, g->node);
+	if (!cl)
+		return -1;
+	/* In address order: a retry must list the recipients as the first
+	 * call did (the node answers a known id with the results it kept). */
+	char **rcpts = xcalloc(g->n ? g->n : 1, sizeof(char *));
+	size_t k = 0;
+	for (size_t i = 0; i < t->nfinals && k < g->n; i++)
+		if (t->finals[i].group == gi)
+			rcpts[k++] = t->finals[i].addr;
+	qsort(rcpts, k, sizeof(char *), final_cmp);
+	/* Unique per message and shard: the message's random id and the
+	 * shard number. */
+	uint8_t did[20];
+	memcpy(did, t->rnd, 16);
+	did[16] = (uint8_t)(g->shard >> 24);
+	did[17] = (uint8_t)(g->shard >> 16);
+	did[18] = (uint8_t)(g->shard >> 8);
+	did[19] = (uint8_t)g->shard;
+	Mail__Rpc__DeliverRequest req = MAIL__RPC__DELIVER_REQUEST__INIT;
+	req.shard = g->shard;
+	req.epoch = g->epoch;
+	req.sender = t->sender;
+	req.n_recipients = k;
+	req.recipients = rcpts;
+	req.body.data = t->msg.data;
+	req.body.len = t->msg.len;
+	req.received_ms = t->received_ms;
+	req.delivery_id.data = did;
+	req.delivery_id.len = sizeof(did);
+	g->attempts++;
+	s->calls++;
+	rpc_client_call(cl, RPC_METHOD_DELIVER, &req.base, s->cf->rpc_ms, deliver_done, g);
+	free(rcpts);
+	return 0;
+}
+
 static void deliver_done(void *arg, enum rpc_status status, const ProtobufCMessage *reply_msg,
 			 const Mail__Rpc__ErrorReply *err)
 {
@@ -673,19 +748,21 @@ static void deliver_done(void *arg, enum rpc_status status, const ProtobufCMessa
 	struct smtp_txn *t = s->txn;
 	if (status == RPC_OK) {
 		const Mail__Rpc__DeliverReply *r = (const Mail__Rpc__DeliverReply *)reply_msg;
-		size_t k = 0;
 		for (size_t i = 0; i < t->nfinals; i++) {
 			struct smtp_final *f = &t->finals[i];
 			if (f->group != gi)
 				continue;
-			if (k < r->n_statuses) {
-				f->code = r->statuses[k]->code;
-				snprintf(f->text, sizeof(f->text), "%s", r->statuses[k]->text);
+			const Mail__Rpc__RecipientStatus *st = NULL;
+			for (size_t k = 0; k < r->n_statuses && !st; k++)
+				if (strcmp(r->statuses[k]->recipient, f->addr) == 0)
+					st = r->statuses[k];
+			if (st) {
+				f->code = st->code;
+				snprintf(f->text, sizeof(f->text), "%s", st->text);
 			} else {
 				f->code = 451;
 				snprintf(f->text, sizeof(f->text), "4.3.0 no status from the node");
 			}
-			k++;
 		}
 	} else {
 		uint32_t code = 451;
@@ -696,13 +773,49 @@ static void deliver_done(void *arg, enum rpc_status status, const ProtobufCMessa
 			text = "5.3.4 message too big";
 		}
 		char qe[160];
-		LOG_WARN("smtp", s->id, "deliver_failed", "id=%s node=%s shard=%u status=%s error=%s",
-			 t->id, g->node, g->shard, rpc_status_str(status),
-			 log_quote_cstr(qe, sizeof(qe), err ? err->message : ""));
+		bool again = s->c && g->attempts < SMTP_DELIVER_ATTEMPTS && retryable(status, err);
+		LOG_WARN("smtp", s->id, "deliver_failed",
+			 "id=%s node=%s shard=%u attempt=%u status=%s error=%s retry=%s", t->id,
+			 g->node, g->shard, g->attempts, rpc_status_str(status),
+			 log_quote_cstr(qe, sizeof(qe), err ? err->message : ""), again ? "yes" : "no");
+		if (again) {
+			/* The timer holds the session like a call. */
+			s->calls++;
+			timer_start(s->loop, &g->retry, SMTP_DELIVER_RETRY_MS);
+			goto out;
+		}
 		group_fail(s, gi, code, text);
 	}
 	if (--s->groups_pending == 0)
 		deliver_finish(s);
+out:
+	s_leave(s);
+}
+
+static void deliver_retry(struct timer *tm)
+{
+	struct smtp_group *g = tm->arg;
+	struct smtp_session *s = g->s;
+	s->calls--;
+	s_enter(s);
+	int gi = (int)(g - s->groups);
+	struct smtp_txn *t = s->txn;
+	struct route_target rt;
+	const struct smtp_final *f = NULL;
+	for (size_t i = 0; i < t->nfinals && !f; i++)
+		if (t->finals[i].group == gi)
+			f = &t->finals[i];
+	if (s->c && f && route_lookup(s->p->route, f->addr, &rt) == ROUTE_OK &&
+	    rt.shard == g->shard) {
+		g->epoch = rt.epoch;
+		snprintf(g->node, sizeof(g->node), "%s", rt.addr);
+		if (deliver_send(s, g) == 0)
+			goto out;
+	}
+	group_fail(s, gi, 451, "4.3.0 mailbox node unavailable");
+	if (--s->groups_pending == 0)
+		deliver_finish(s);
+out:
 	s_leave(s);
 }
 
@@ -743,44 +856,15 @@ static void deliver_start(struct smtp_session *s)
 		s->groups[g].n++;
 	}
 	pause_input(s);
-	char **rcpts = xcalloc(t->nfinals ? t->nfinals : 1, sizeof(char *));
+	/* The message stays until every group is answered: a retry sends
+	 * it again. */
 	for (size_t g = 0; g < s->ngroups; g++) {
-		struct smtp_group *gr = &s->groups[g];
-		size_t k = 0;
-		for (size_t i = 0; i < t->nfinals; i++)
-			if (t->finals[i].group == (int)g)
-				rcpts[k++] = t->finals[i].addr;
-		/* Unique per message and shard: the message's random id and
-		 * the shard number. */
-		uint8_t did[20];
-		memcpy(did, t->rnd, 16);
-		did[16] = (uint8_t)(gr->shard >> 24);
-		did[17] = (uint8_t)(gr->shard >> 16);
-		did[18] = (uint8_t)(gr->shard >> 8);
-		did[19] = (uint8_t)gr->shard;
-		Mail__Rpc__DeliverRequest req = MAIL__RPC__DELIVER_REQUEST__INIT;
-		req.shard = gr->shard;
-		req.epoch = gr->epoch;
-		req.sender = t->sender;
-		req.n_recipients = k;
-		req.recipients = rcpts;
-		req.body.data = t->msg.data;
-		req.body.len = t->msg.len;
-		req.received_ms = t->received_ms;
-		req.delivery_id.data = did;
-		req.delivery_id.len = sizeof(did);
-		struct rpc_client *cl = proxy_node_client(s->p, gr->node);
-		if (!cl) {
+		timer_init(&s->groups[g].retry, deliver_retry, &s->groups[g]);
+		if (deliver_send(s, &s->groups[g]) < 0)
 			group_fail(s, (int)g, 451, "4.3.0 mailbox node unavailable");
-			continue;
-		}
-		s->calls++;
-		s->groups_pending++;
-		rpc_client_call(cl, RPC_METHOD_DELIVER, &req.base, s->cf->rpc_ms, deliver_done, gr);
+		else
+			s->groups_pending++;
 	}
-	free(rcpts);
-	/* Each request frame holds its own copy. */
-	buf_cleanup(&t->msg);
 	if (s->groups_pending == 0)
 		deliver_finish(s);
 }

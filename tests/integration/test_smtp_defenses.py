@@ -31,7 +31,8 @@ def run(t):
     cl = Cluster(t, users=["alice", "bob"])
     p = cl.proxy
     lax = cl.start_proxy("lax", ["auth.plaintext=true", "smtp.bare_lf=accept",
-                                 "smtp.greeting_delay=400ms", "smtp.idle_timeout=2s"])
+                                 "smtp.greeting_delay=400ms", "smtp.idle_timeout=2s",
+                                 "rpc.timeout=3s"])
 
     # --- smuggling, default policy: one reply, nothing stored -----------------------
     before_a, before_b = len(cl.mailbox("alice")), len(cl.mailbox("bob"))
@@ -188,6 +189,29 @@ def run(t):
     code, txt = c.cmd("!!notbase64")
     t.check(code == 501, "bad base64: 501", txt)
     c.close()
+
+    # --- a node that stops answering: DELIVER sent again with the same id --------------
+    before = len(cl.mailbox("alice"))
+    c = cl.connect(proxy=lax)
+    c.reply()
+    c.cmd("EHLO frozen.test")
+    c.cmd("MAIL FROM:<f@remote.test>")
+    code, txt = c.cmd(f"RCPT TO:<{addr('alice')}>")
+    c.cmd("DATA")
+    body = make_body("frozen node")
+    c.send(dot_stuff(body))
+    cl.node.send_signal(signal.SIGSTOP)
+    c.send(b".\r\n")
+    retried = lax.wait_log("retry=yes", timeout=20)
+    cl.node.send_signal(signal.SIGCONT)
+    t.check(retried, "DELIVER timed out against a stopped node: sent again", lax.log_tail(5))
+    code, txt = c.reply(timeout=30)
+    t.check(code == 250, "the retry with the same delivery id is answered 250", txt)
+    c.close()
+    msgs = cl.mailbox("alice")
+    t.check(len(msgs) == before + 1 and split_trace(msgs[-1])[1] == body,
+            "stored once although the node got the DELIVER twice",
+            f"{len(msgs) - before} new; node: {cl.node.log_count('deliver_duplicate')} duplicate")
 
     # --- a node killed mid-transaction ------------------------------------------------
     before = len(cl.mailbox("alice"))
