@@ -179,6 +179,9 @@ struct loop_metrics {
 	struct metrics_counter *iterations, *submits, *accepted, *bytes_in, *bytes_out,
 		*handshakes, *tls_failures, *errors, *timeouts;
 	struct metrics_gauge *open;
+	struct metrics_counter *z_started, *z_errors, *z_in_wire, *z_in_plain, *z_out_plain,
+		*z_out_wire;
+	struct metrics_gauge *z_active;
 };
 
 static struct loop_metrics lm;
@@ -206,6 +209,21 @@ static void lm_init(void)
 	lm.timeouts = metrics_counter_new("mail_connection_timeouts_total",
 					  "Connections closed by an idle/handshake/write timeout.",
 					  NULL);
+	lm.z_started = metrics_counter_new("mail_compress_started_total",
+					   "Connections that turned on COMPRESS=DEFLATE.", NULL);
+	lm.z_active = metrics_gauge_new("mail_compress_active",
+					"Connections compressing now.", NULL);
+	lm.z_errors = metrics_counter_new("mail_compress_errors_total",
+					  "Connections closed for corrupt compressed input.", NULL);
+	lm.z_in_wire = metrics_counter_new("mail_compress_bytes_total",
+					   "Bytes through COMPRESS=DEFLATE, on the wire and as plaintext.",
+					   "direction=\"in\",form=\"compressed\"");
+	lm.z_in_plain = metrics_counter_new("mail_compress_bytes_total", NULL,
+					    "direction=\"in\",form=\"plain\"");
+	lm.z_out_plain = metrics_counter_new("mail_compress_bytes_total", NULL,
+					     "direction=\"out\",form=\"plain\"");
+	lm.z_out_wire = metrics_counter_new("mail_compress_bytes_total", NULL,
+					    "direction=\"out\",form=\"compressed\"");
 }
 
 struct thread_ctx {
@@ -232,6 +250,14 @@ static void stats_flush(struct thread_ctx *t)
 	metrics_add(lm.tls_failures, s->tls_failures - t->last.tls_failures);
 	metrics_add(lm.errors, s->errors - t->last.errors);
 	metrics_add(lm.timeouts, s->timeouts - t->last.timeouts);
+	metrics_add(lm.z_started, s->compress_started - t->last.compress_started);
+	metrics_gauge_add(lm.z_active,
+			  (int64_t)s->compress_active - (int64_t)t->last.compress_active);
+	metrics_add(lm.z_errors, s->compress_errors - t->last.compress_errors);
+	metrics_add(lm.z_in_wire, s->compress_in_wire - t->last.compress_in_wire);
+	metrics_add(lm.z_in_plain, s->compress_in_plain - t->last.compress_in_plain);
+	metrics_add(lm.z_out_plain, s->compress_out_plain - t->last.compress_out_plain);
+	metrics_add(lm.z_out_wire, s->compress_out_wire - t->last.compress_out_wire);
 	t->last = *s;
 }
 

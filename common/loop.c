@@ -24,6 +24,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "common/deflate.h"
 #include "common/log.h"
 #include "common/net.h"
 #include "common/tls.h"
@@ -79,6 +80,7 @@ enum conn_flag {
 	CF_SHUTDOWN_SENT = 1u << 11,
 	CF_RESUME = 1u << 12,     /* resumed while held: deliver at release */
 	CF_DRAINING = 1u << 13,   /* loop drains: close when idle */
+	CF_ZSTART = 1u << 14,     /* compression started inside on_data */
 };
 
 struct conn {
@@ -104,6 +106,7 @@ struct conn {
 	uint64_t tls_start_ms;
 	struct conn_limits lim;
 	SSL *ssl;
+	struct deflate_stream *z; /* COMPRESS=DEFLATE; NULL until started */
 	const uint8_t *tls_rd; /* ciphertext the BIO may read */
 	size_t tls_rd_len;
 	struct conn *dirty_next;
@@ -361,6 +364,14 @@ static void conn_tls_input(struct conn *c, const uint8_t *data, size_t len);
 static void conn_update_timer(struct conn *c);
 static void conn_run_protocol(struct conn *c);
 static void conn_recv_policy(struct conn *c);
+static int conn_z_flush(struct conn *c);
+
+/* Input not yet taken by the protocol: plaintext in `in`, or compressed
+ * bytes (or zlib output) still to inflate. */
+static bool conn_has_input(const struct conn *c)
+{
+	return c->in.len > 0 || (c->z && deflate_stream_in_ready(c->z));
+}
 
 const char *conn_close_reason_str(enum conn_close_reason r)
 {
@@ -373,6 +384,7 @@ const char *conn_close_reason_str(enum conn_close_reason r)
 	case CONN_CLOSE_OVERFLOW: return "overflow";
 	case CONN_CLOSE_SHUTDOWN: return "shutdown";
 	case CONN_CLOSE_CONNECT: return "connect";
+	case CONN_CLOSE_COMPRESS: return "compress";
 	}
 	return "?";
 }
@@ -390,6 +402,10 @@ static void conn_free_mem(struct conn *c)
 	buf_cleanup(&c->tls_pending);
 	if (c->ssl)
 		SSL_free(c->ssl);
+	if (c->z) {
+		c->loop->stats.compress_active--;
+		deflate_stream_free(&c->z);
+	}
 	free(c);
 }
 
@@ -417,7 +433,7 @@ static bool conn_release(struct conn *c)
 		/* Peer finished sending (EOF / close_notify) or the loop drains:
 		 * close once nothing is left to do. */
 		if ((c->flags & (CF_EOF | CF_DRAINING)) && !(c->flags & CF_CLOSING) &&
-		    !(c->flags & CF_PAUSED) && (c->in.len == 0 || (c->flags & CF_EOF))) {
+		    !(c->flags & CF_PAUSED) && (!conn_has_input(c) || (c->flags & CF_EOF))) {
 			if ((c->flags & CF_EOF) && c->close_reason == CONN_CLOSE_LOCAL)
 				c->close_reason = CONN_CLOSE_PEER;
 			conn_close(c);
@@ -640,6 +656,10 @@ void conn_close(struct conn *c)
 {
 	if (c->flags & (CF_CLOSING | CF_DEAD))
 		return;
+	/* What zlib still holds goes out before close_notify and FIN. On
+	 * failure c may be gone. */
+	if (c->z && conn_z_flush(c) < 0)
+		return;
 	c->flags |= CF_CLOSING;
 	if ((c->flags & CF_TLS_READY) && !(c->flags & CF_SHUTDOWN_SENT)) {
 		c->flags |= CF_SHUTDOWN_SENT;
@@ -652,20 +672,20 @@ void conn_close(struct conn *c)
 	conn_mark_dirty(c);
 }
 
-int conn_write(struct conn *c, const void *p, size_t len)
+/* Bytes as they go on the wire below compression: ciphertext under TLS
+ * (plaintext held until the handshake ends), else straight to `out`.
+ * Returns -1 with the connection finalized (and freed unless held) when
+ * more than `max` would be pending. */
+static int conn_put_raw(struct conn *c, const void *p, size_t len, size_t max)
 {
-	if (c->flags & (CF_DEAD | CF_CLOSING))
-		return -1;
-	if (len == 0)
-		return 0;
 	if (c->flags & CF_TLS) {
 		if (!(c->flags & CF_TLS_READY)) {
-			if (c->tls_pending.len + len > c->lim.out_max)
+			if (c->tls_pending.len + len > max)
 				goto overflow;
 			buf_append(&c->tls_pending, p, len);
 			return 0;
 		}
-		if (conn_out_pending(c) + len > c->lim.out_max)
+		if (conn_out_pending(c) + len > max)
 			goto overflow;
 		if (conn_out_pending(c) == 0)
 			c->last_write_progress_ms = c->loop->now_ms;
@@ -686,7 +706,7 @@ int conn_write(struct conn *c, const void *p, size_t len)
 		conn_mark_dirty(c);
 		return 0;
 	}
-	if (conn_out_pending(c) + len > c->lim.out_max)
+	if (conn_out_pending(c) + len > max)
 		goto overflow;
 	if (conn_out_pending(c) == 0)
 		c->last_write_progress_ms = c->loop->now_ms;
@@ -695,9 +715,140 @@ int conn_write(struct conn *c, const void *p, size_t len)
 	return 0;
 overflow:
 	LOG_WARN(comp_of(c), c->id, "output_overflow", "pending=%zu add=%zu max=%zu",
-		 conn_out_pending(c) + c->tls_pending.len, len, c->lim.out_max);
+		 conn_out_pending(c) + c->tls_pending.len, len, max);
 	conn_finalize(c, CONN_CLOSE_OVERFLOW);
 	return -1;
+}
+
+/* ---- compression (COMPRESS=DEFLATE): a transform between the protocol's
+ * plaintext and the wire (below TLS). Output is deflated as written and
+ * sync-flushed where the loop flushes writes (conn_flush, when no send is
+ * in flight, so one turn's replies share one block), before a close, and
+ * when a send completes. Input is queued compressed and inflated into `in`
+ * only up to in_max, in step with what the protocol consumes: a deflate
+ * bomb costs at most in_max of plaintext plus the queued compressed bytes,
+ * which recv backpressure bounds like plaintext input. */
+
+static int conn_z_sink(void *arg, const uint8_t *p, size_t len)
+{
+	struct conn *c = arg;
+	c->loop->stats.compress_out_wire += len;
+	/* The plaintext was checked against out_max in conn_write; a flush
+	 * may add a few bytes over it. */
+	return conn_put_raw(c, p, len, c->lim.out_max + 65536);
+}
+
+/* Returns -1 when the connection failed (finalized; freed unless held). */
+static int conn_z_flush(struct conn *c)
+{
+	if (!deflate_stream_unflushed(c->z))
+		return 0;
+	return deflate_stream_flush(c->z, conn_z_sink, c);
+}
+
+static int conn_z_write(struct conn *c, const void *p, size_t len)
+{
+	if (conn_out_pending(c) + len > c->lim.out_max) {
+		LOG_WARN(comp_of(c), c->id, "output_overflow", "pending=%zu add=%zu max=%zu",
+			 conn_out_pending(c), len, c->lim.out_max);
+		conn_finalize(c, CONN_CLOSE_OVERFLOW);
+		return -1;
+	}
+	c->loop->stats.compress_out_plain += len;
+	if (deflate_stream_write(c->z, p, len, conn_z_sink, c) < 0)
+		return -1;
+	conn_mark_dirty(c); /* the flush before submit */
+	return 0;
+}
+
+/* Compressed bytes arrived (or followed the COMPRESS command): queue them
+ * and let the protocol take what they inflate to. Caller holds c. */
+static void conn_z_input(struct conn *c, const uint8_t *data, size_t len)
+{
+	struct loop *l = c->loop;
+	/* Same safety valve as for plaintext (see conn_deliver). */
+	size_t cap = c->lim.in_max + 4 * (size_t)l->buf_count * l->buf_size;
+	size_t pending = deflate_stream_in_pending(c->z);
+	if (pending + len > cap) {
+		LOG_WARN(comp_of(c), c->id, "input_overflow", "compressed=%zu max=%zu",
+			 pending + len, cap);
+		conn_finalize(c, CONN_CLOSE_OVERFLOW);
+		return;
+	}
+	deflate_stream_feed(c->z, data, len);
+	l->stats.compress_in_wire += len;
+	conn_run_protocol(c);
+}
+
+/* Inflate one step into `in`, never past in_max. Returns true on progress
+ * (plaintext added or input taken). A corrupt stream closes the
+ * connection gracefully: replies already written still go out. */
+static bool conn_z_inflate(struct conn *c)
+{
+	if ((c->flags & (CF_DEAD | CF_CLOSING)) || c->in.len >= c->lim.in_max ||
+	    !deflate_stream_in_ready(c->z))
+		return false;
+	size_t room = MIN(c->lim.in_max - c->in.len, (size_t)c->loop->buf_size);
+	size_t before = deflate_stream_in_pending(c->z);
+	uint8_t *dst = buf_reserve(&c->in, room);
+	const char *err = NULL;
+	ssize_t n = deflate_stream_inflate(c->z, dst, room, &err);
+	if (n < 0) {
+		c->loop->stats.compress_errors++;
+		LOG_INFO(comp_of(c), c->id, "inflate_error", "reason=\"%s\"", err);
+		c->close_reason = CONN_CLOSE_COMPRESS;
+		conn_close(c);
+		return false;
+	}
+	buf_commit(&c->in, (size_t)n);
+	c->loop->stats.compress_in_plain += (uint64_t)n;
+	return n > 0 || deflate_stream_in_pending(c->z) != before;
+}
+
+int conn_compress_start(struct conn *c)
+{
+	if (c->z || (c->flags & (CF_DEAD | CF_CLOSING | CF_CONNECTING)) ||
+	    ((c->flags & CF_TLS) && !(c->flags & CF_TLS_READY)))
+		return -1;
+	c->z = deflate_stream_new();
+	c->loop->stats.compress_started++;
+	c->loop->stats.compress_active++;
+	LOG_DEBUG(comp_of(c), c->id, "compress_start", "buffered=%zu", c->in.len);
+	/* Everything received after the command is compressed: the client
+	 * may send nothing before it has seen our OK (RFC 4978, 3), so bytes
+	 * already here come from a client that compresses already. */
+	if (c->flags & CF_DELIVERING) {
+		c->flags |= CF_ZSTART; /* the caller of on_data moves the rest */
+	} else if (c->in.len) {
+		deflate_stream_feed(c->z, c->in.data, c->in.len);
+		c->loop->stats.compress_in_wire += c->in.len;
+		c->in.len = 0;
+		/* Inflated and delivered at the end of this turn. */
+		c->flags |= CF_RESUME;
+		conn_mark_dirty(c);
+	}
+	return 0;
+}
+
+bool conn_compress_active(const struct conn *c)
+{
+	return c->z != NULL;
+}
+
+size_t conn_compress_memory(const struct conn *c)
+{
+	return c->z ? deflate_stream_memory(c->z) : 0;
+}
+
+int conn_write(struct conn *c, const void *p, size_t len)
+{
+	if (c->flags & (CF_DEAD | CF_CLOSING))
+		return -1;
+	if (len == 0)
+		return 0;
+	if (c->z)
+		return conn_z_write(c, p, len);
+	return conn_put_raw(c, p, len, c->lim.out_max);
 }
 
 int conn_printf(struct conn *c, const char *fmt, ...)
@@ -745,6 +896,8 @@ static bool conn_want_recv(const struct conn *c)
 		return false;
 	if (c->in.len >= c->lim.in_max)
 		return false;
+	if (c->z && deflate_stream_in_pending(c->z) >= c->lim.in_max)
+		return false;
 	return true;
 }
 
@@ -786,6 +939,10 @@ static void conn_flush(struct conn *c)
 {
 	struct loop *l = c->loop;
 	if (c->flags & CF_DEAD)
+		return;
+	/* With a send in flight the flush waits for its completion: the
+	 * bytes could not leave sooner, and the block grows meanwhile. */
+	if (c->z && c->send_op == OP_NONE && conn_z_flush(c) < 0)
 		return;
 	if (c->send_op != OP_NONE || c->out.len == 0) {
 		if (conn_flushed(c) && (c->flags & CF_CLOSING) && !(c->flags & CF_CONNECTING))
@@ -835,6 +992,8 @@ static void conn_on_send(struct conn *c, int res)
 	c->sending_off = 0;
 	if (c->sending.cap > 64 * 1024)
 		buf_cleanup(&c->sending);
+	if (c->z && conn_z_flush(c) < 0)
+		return;
 	if (c->out.len) {
 		conn_flush(c);
 	} else {
@@ -851,7 +1010,7 @@ static void conn_on_send(struct conn *c, int res)
 			return;
 	}
 	/* Output fell below out_high: input held back meanwhile goes on. */
-	if (c->in.len && conn_can_deliver(c))
+	if (conn_has_input(c) && conn_can_deliver(c))
 		conn_run_protocol(c);
 	conn_recv_policy(c);
 	conn_update_timer(c);
@@ -898,33 +1057,49 @@ static size_t conn_call_on_data(struct conn *c, const uint8_t *data, size_t len)
 	return (size_t)n;
 }
 
-/* Feed `in` (the saved tail) to the protocol while it makes progress.
+/* Feed `in` (the saved tail) to the protocol while it makes progress;
+ * under compression, refill it by inflating as the protocol takes it.
  * Caller holds c. */
 static void conn_run_protocol(struct conn *c)
 {
-	while (c->in.len > 0 && conn_can_deliver(c)) {
-		size_t n = conn_call_on_data(c, c->in.data, c->in.len);
-		if (c->flags & CF_DEAD)
-			return;
-		if (c->flags & CF_DISCARD) {
-			c->in.len = 0;
-			c->flags &= ~CF_DISCARD;
-			break;
-		}
-		if (n == 0) {
-			/* The protocol needs more than in_max bytes to make
-			 * progress (an over-long line): a peer error. */
-			if (c->in.len >= c->lim.in_max && !(c->flags & (CF_PAUSED | CF_CLOSING))) {
-				LOG_INFO(comp_of(c), c->id, "input_overflow",
-					 "buffered=%zu max=%zu", c->in.len, c->lim.in_max);
-				conn_finalize(c, CONN_CLOSE_OVERFLOW);
+	for (;;) {
+		while (c->in.len > 0 && conn_can_deliver(c)) {
+			size_t n = conn_call_on_data(c, c->in.data, c->in.len);
+			if (c->flags & CF_DEAD)
 				return;
+			if (c->flags & CF_DISCARD) {
+				c->in.len = 0;
+				c->flags &= ~CF_DISCARD;
+				break;
 			}
-			break;
+			if (c->flags & CF_ZSTART) {
+				/* COMPRESS: the rest of `in` is compressed. */
+				c->flags &= ~CF_ZSTART;
+				buf_consume(&c->in, n);
+				deflate_stream_feed(c->z, c->in.data, c->in.len);
+				c->loop->stats.compress_in_wire += c->in.len;
+				c->in.len = 0;
+				break;
+			}
+			if (n == 0) {
+				/* The protocol needs more than in_max bytes to make
+				 * progress (an over-long line): a peer error. */
+				if (c->in.len >= c->lim.in_max &&
+				    !(c->flags & (CF_PAUSED | CF_CLOSING))) {
+					LOG_INFO(comp_of(c), c->id, "input_overflow",
+						 "buffered=%zu max=%zu", c->in.len, c->lim.in_max);
+					conn_finalize(c, CONN_CLOSE_OVERFLOW);
+					return;
+				}
+				break;
+			}
+			buf_consume(&c->in, n);
 		}
-		buf_consume(&c->in, n);
+		if (!c->z || !conn_z_inflate(c))
+			break;
 	}
-	buf_shrink_if_empty(&c->in);
+	if (!(c->flags & CF_DEAD))
+		buf_shrink_if_empty(&c->in);
 }
 
 /* Plaintext arrives: parsed in place when nothing is buffered; only an
@@ -935,6 +1110,10 @@ static void conn_deliver(struct conn *c, const uint8_t *data, size_t len)
 {
 	if (c->flags & (CF_DEAD | CF_CLOSING))
 		return;
+	if (c->z) {
+		conn_z_input(c, data, len);
+		return;
+	}
 	if (c->in.len == 0) {
 		while (len > 0 && conn_can_deliver(c)) {
 			size_t n = conn_call_on_data(c, data, len);
@@ -943,6 +1122,12 @@ static void conn_deliver(struct conn *c, const uint8_t *data, size_t len)
 			if (c->flags & CF_DISCARD) {
 				/* STARTTLS: the rest of this input is dropped. */
 				c->flags &= ~CF_DISCARD;
+				return;
+			}
+			if (c->flags & CF_ZSTART) {
+				/* COMPRESS: the rest of this input is compressed. */
+				c->flags &= ~CF_ZSTART;
+				conn_z_input(c, data + n, len - n);
 				return;
 			}
 			if (n == 0)
@@ -1187,7 +1372,7 @@ out:
 
 int conn_starttls_server(struct conn *c, struct tls_server *ts)
 {
-	if (c->flags & (CF_TLS | CF_DEAD))
+	if ((c->flags & (CF_TLS | CF_DEAD)) || c->z)
 		return -1;
 	SSL *ssl = tls_server_new_ssl(ts);
 	if (!ssl)
@@ -1204,7 +1389,7 @@ int conn_starttls_server(struct conn *c, struct tls_server *ts)
 
 int conn_starttls_client(struct conn *c, SSL *ssl)
 {
-	if (c->flags & (CF_TLS | CF_DEAD))
+	if ((c->flags & (CF_TLS | CF_DEAD)) || c->z)
 		return -1;
 	conn_attach_ssl(c, ssl);
 	SSL_set_connect_state(ssl);

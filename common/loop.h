@@ -64,6 +64,7 @@ enum conn_close_reason {
 	CONN_CLOSE_OVERFLOW,     /* peer exceeded an input or output bound */
 	CONN_CLOSE_SHUTDOWN,     /* loop drained and forced the close */
 	CONN_CLOSE_CONNECT,      /* outgoing connect failed */
+	CONN_CLOSE_COMPRESS,     /* corrupt compressed input (COMPRESS=DEFLATE) */
 };
 const char *conn_close_reason_str(enum conn_close_reason r);
 
@@ -114,7 +115,8 @@ void conn_abort(struct conn *c, enum conn_close_reason why);
 /* Stop delivering input (e.g. while waiting for an RPC reply); input that
  * arrives meanwhile is kept: reading stops once in_max is buffered (a
  * little more may already be in flight, at most two provided-buffer rings
- * per loop). */
+ * per loop); under compression, once in_max of plaintext and in_max of
+ * compressed input are. */
 void conn_pause(struct conn *c);
 void conn_resume(struct conn *c);
 
@@ -126,6 +128,29 @@ void conn_resume(struct conn *c);
  * called later, only what is buffered. Returns 0 or -1. */
 int conn_starttls_server(struct conn *c, struct tls_server *ts);
 int conn_starttls_client(struct conn *c, SSL *ssl);
+
+/* Compress the connection both ways with raw DEFLATE (RFC 1951; IMAP
+ * COMPRESS=DEFLATE, RFC 4978), inside TLS when TLS is on. Write the
+ * uncompressed reply ("tag OK") before calling: from the next byte on,
+ * conn_write output is deflated and sync-flushed where the loop flushes
+ * writes, so each turn's replies reach the peer whole. Every byte received
+ * after the command is inflated before on_data sees it: the rest of the
+ * input being delivered when called from on_data, and anything buffered
+ * (RFC 4978 lets the client send nothing more before it has seen the OK,
+ * so whatever follows the command is already compressed). Plaintext is
+ * inflated in steps, only as far as in_max, as the protocol consumes it,
+ * so a deflate bomb cannot make the connection hold more than in_max of
+ * plaintext plus in_max of compressed input (and the read-ahead that
+ * conn_pause describes, compressed). A corrupt stream (or data
+ * after the peer ended it) is logged, counted (compress_errors) and closes
+ * the connection gracefully with CONN_CLOSE_COMPRESS. Cannot be undone,
+ * and STARTTLS is refused afterwards. Returns 0, or -1 if already active,
+ * closing, or a TLS handshake is still running. Costs about 80 KiB per
+ * connection while active (conn_compress_memory), nothing before. */
+int conn_compress_start(struct conn *c);
+bool conn_compress_active(const struct conn *c);
+/* Bytes held by the compression state now (0 when off). */
+size_t conn_compress_memory(const struct conn *c);
 
 void conn_set_handler(struct conn *c, const struct conn_handler *h, void *user);
 void conn_set_limits(struct conn *c, const struct conn_limits *lim);
@@ -232,6 +257,14 @@ struct loop_stats {
 	uint64_t tls_failures;
 	uint64_t errors;
 	uint64_t timeouts;
+	/* COMPRESS=DEFLATE */
+	uint64_t compress_started;
+	uint64_t compress_active;     /* connections compressing now */
+	uint64_t compress_errors;     /* corrupt compressed input */
+	uint64_t compress_in_wire;    /* compressed bytes received */
+	uint64_t compress_in_plain;   /* ... and what they inflated to */
+	uint64_t compress_out_plain;  /* plaintext written */
+	uint64_t compress_out_wire;   /* ... and what it deflated to */
 };
 
 struct loop *loop_new(const struct loop_config *cfg, const char **error_r);
