@@ -17,7 +17,7 @@
 #define IMAP_CAPS                                                                       \
 	"IMAP4rev2 IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN ENABLE ID IDLE NAMESPACE UIDPLUS " \
 	"MOVE UNSELECT SPECIAL-USE CHILDREN CONDSTORE QRESYNC ESEARCH SEARCHRES BINARY "   \
-	"SAVEDATE"
+	"SAVEDATE COMPRESS=DEFLATE"
 #define IMAP_MAX_ERRORS 20
 #define IMAP_MAX_AUTH_FAILURES 3
 #define IMAP_IDLE_PREAUTH_MS (60 * 1000)
@@ -683,6 +683,23 @@ static void cmd_id(struct imap_session *s)
 	free(t);
 }
 
+/* RFC 4978: the tagged OK goes out uncompressed, everything after it is
+ * compressed both ways (the loop does the rest). */
+static void cmd_compress(struct imap_session *s)
+{
+	if (!view_eq_nocase(s->cmd->u.compress.mechanism, "DEFLATE")) {
+		imap_bad(s, "Unknown compression mechanism");
+		return;
+	}
+	if (conn_compress_active(s->c)) {
+		imap_reply(s, "%s NO [COMPRESSIONACTIVE] DEFLATE already active\r\n", s->tag);
+		return;
+	}
+	imap_reply(s, "%s OK DEFLATE active\r\n", s->tag);
+	if (conn_compress_start(s->c) < 0)
+		conn_close(s->c); /* only when closing anyway */
+}
+
 static void cmd_logout(struct imap_session *s)
 {
 	enter_state(s, IMAP_STATE_LOGOUT);
@@ -1082,6 +1099,7 @@ static unsigned cmd_allowed(enum imap_cmd c)
 	case IMAP_CMD_ID:
 		return ANY;
 	case IMAP_CMD_IDLE:
+	case IMAP_CMD_COMPRESS:
 		return AUTHED;
 	case IMAP_CMD_LOGIN:
 	case IMAP_CMD_AUTHENTICATE:
@@ -1254,6 +1272,9 @@ static void dispatch(struct imap_session *s, const struct imap_command *cmd)
 		break;
 	case IMAP_CMD_IDLE:
 		cmd_idle(s);
+		break;
+	case IMAP_CMD_COMPRESS:
+		cmd_compress(s);
 		break;
 	case IMAP_CMD_LOGIN:
 		start_auth(s, "login", cmd->u.login.user, cmd->u.login.pass);
