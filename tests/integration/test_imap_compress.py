@@ -220,6 +220,21 @@ def run(t):
     t.check(resp and b"Subject: small" in resp[0] and resp[-1].startswith(b"a9 OK"),
             "small FETCH after the large one", resp)
 
+    # APPEND with a synchronizing literal: the "+" continuation must reach
+    # the client through the compressed stream before it sends the data.
+    msg = b"From: me@example.test\r\nSubject: appended compressed\r\n\r\n" + text[:1 << 20]
+    z.send(b"ap1 APPEND INBOX {%d}\r\n" % len(msg))
+    cont = z.line()
+    z.send(msg + b"\r\n")
+    resp = z.until_tag(b"ap1", timeout=30)
+    t.check(cont.startswith(b"+ ") and resp and resp[-1].startswith(b"ap1 OK") and
+            b"APPENDUID" in resp[-1], "APPEND with a synchronizing literal while compressed",
+            (cont, resp))
+    resp = z.cmd(b"ap2", b"FETCH 3 (BODY.PEEK[])", timeout=30)
+    got = b"".join(resp[:1])
+    t.check(resp and resp[-1].startswith(b"ap2 OK") and got.endswith(msg + b")\r\n"),
+            "the appended message fetched back byte-exact", (len(got), resp[-1:]))
+
     # IDLE: a delivery wakes the compressed session.
     z.send(b"i1 IDLE\r\n")
     cont = z.line()
@@ -227,7 +242,7 @@ def run(t):
     pushed = z.line(timeout=10)
     z.send(b"DONE\r\n")
     done = z.until_tag(b"i1")
-    t.check(cont.startswith(b"+ ") and pushed == b"* 3 EXISTS\r\n" and
+    t.check(cont.startswith(b"+ ") and pushed == b"* 4 EXISTS\r\n" and
             done and done[-1].startswith(b"i1 OK"),
             "IDLE woken by a delivery while compressed", (cont, pushed, done))
     resp = z.cmd(b"a10", b"LOGOUT")
