@@ -5,8 +5,9 @@
  * loop connection that compresses too. Covers small and large echoes with
  * a prompt flush of every reply, bytes pipelined after the command (in
  * place, from the buffered tail, and when compression starts later from a
- * timer), a reply written right before conn_close, a corrupt stream and
- * data after the end of the stream, and deflate bombs: a paused protocol,
+ * timer), a reply written right before conn_close, a drain that closes an
+ * idle compressing connection at once, a corrupt stream and data after
+ * the end of the stream, and deflate bombs: a paused protocol,
  * an over-long line and a swallowing protocol, with the process's peak
  * RSS checked each time. */
 #include <arpa/inet.h>
@@ -366,6 +367,17 @@ static bool wait_closed(struct rawcl *cl, uint32_t ms)
 	return loop_run_until(L, waiter_done, &w, ms) == 0;
 }
 
+/* After the loop stopped: what the server sent is in the socket. */
+static bool wait_closed_plain(struct rawcl *cl)
+{
+	uint64_t t0 = time_mono_ms();
+	while (!cl->closed && time_mono_ms() - t0 < 2000) {
+		rawcl_pump(cl);
+		usleep(1000);
+	}
+	return cl->closed;
+}
+
 static bool rx_is(struct rawcl *cl, size_t from, const char *s)
 {
 	size_t n = strlen(s);
@@ -704,6 +716,47 @@ static void test_bomb_swallow(uint16_t port)
 	settle(100);
 }
 
+/* ---- drain: an idle compressing connection closes at once ---- */
+
+static void test_drain(void)
+{
+	struct loop *main_loop = L;
+	const char *err = NULL;
+	struct loop_config cfg = { .drain_ms = 5000 };
+	L = loop_new(&cfg, &err);
+	CHECK(L != NULL);
+	if (!L) {
+		L = main_loop;
+		return;
+	}
+	struct listener *ls = listen_plain();
+	srv_reset();
+	struct rawcl cl;
+	rawcl_open(&cl, listener_port(ls));
+	rawcl_compress(&cl);
+	/* Exactly one 16 KiB inflate step of plaintext, so zlib's output
+	 * buffer was full once: nothing may look pending afterwards. */
+	uint8_t line[16384];
+	memset(line, 'q', sizeof(line));
+	line[sizeof(line) - 1] = '\n';
+	size_t at = cl.rx.len;
+	rawcl_z(&cl, line, sizeof(line), Z_SYNC_FLUSH);
+	CHECK(wait_rx(&cl, at + sizeof(line), 2000));
+	CHECK(cl.rx.len == at + sizeof(line) && memcmp(cl.rx.data + at, line, sizeof(line)) == 0);
+	uint64_t t0 = time_mono_ms();
+	loop_request_stop(L);
+	loop_run(L);
+	uint64_t ms = time_mono_ms() - t0;
+	fprintf(stderr, "drain with a compressing connection: %" PRIu64 " ms\n", ms);
+	CHECK(ms < 2500); /* closed as idle, not by the 5 s drain timer */
+	CHECK(srv_closes == 1 && srv_reason == CONN_CLOSE_LOCAL);
+	CHECK(wait_closed_plain(&cl));
+	rawcl_close(&cl);
+	listener_close(&ls);
+	loop_free(&L);
+	L = main_loop;
+}
+
 /* ---- TLS: compression inside TLS, the client a loop connection ---- */
 
 struct tcl {
@@ -853,6 +906,7 @@ int main(void)
 	test_corrupt(port, false);
 	test_corrupt(port, true);
 	test_tls();
+	test_drain();
 	test_bomb_paused(port);
 	test_bomb_long_line(port);
 	test_bomb_swallow(port);
