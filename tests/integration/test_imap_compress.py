@@ -4,12 +4,14 @@ OK: the capability, state and argument checks, NO [COMPRESSIONACTIVE] for a
 second COMPRESS, a large message fetched byte-exact through the compressed
 stream, IDLE woken by a delivery while compressed, a command pipelined
 behind COMPRESS, a corrupt stream and a deflate bomb (the node closes the
-connection, stays up and its memory stays put), and the compression
-counters on /metrics."""
+connection, stays up and its memory stays put), the compression counters
+on /metrics, and COMPRESS through mailproxy over IMAPS (compression inside
+TLS end to end)."""
 
 import os
 import re
 import socket
+import ssl
 import time
 import urllib.request
 import zlib
@@ -29,8 +31,8 @@ class ZClient:
     """An IMAP connection that reads lines and literals, plain until
     start_compress() sees the tagged OK, then through zlib both ways."""
 
-    def __init__(self, port):
-        self.s = mt.connect(port)
+    def __init__(self, port, sock=None):
+        self.s = sock or mt.connect(port)
         self.raw = b""      # received, not yet decoded (plain mode)
         self.buf = b""      # decoded, not yet consumed
         self.c = self.d = None
@@ -50,9 +52,9 @@ class ZClient:
         self.s.settimeout(left)
         try:
             chunk = self.s.recv(65536)
-        except socket.timeout:
+        except (socket.timeout, ssl.SSLWantReadError):
             return False
-        except ConnectionResetError:
+        except (ConnectionResetError, ssl.SSLError):
             chunk = b""
         if not chunk:
             self.eof = True
@@ -309,8 +311,34 @@ def run(t):
     t.check(n.alive() and resp == [b"n1 OK NOOP completed\r\n"], "node still serving", resp)
     m.close()
 
+    # --- through the proxy over IMAPS: the node compresses inside the TLS
+    # the proxy terminates ------------------------------------------------------------------
+    pki = mt.PKI(t.scratch / "pki")
+    ca = pki.ca("Compress Test CA")
+    leaf = pki.leaf("mail", "mail.example.test", ["mail.example.test"], ca)
+    imaps = free_port()
+    p = t.daemon("proxy", [mt.binary("mailproxy"), "--set", f"imaps.listen=127.0.0.1:{imaps}",
+                           "--set", f"route.node=127.0.0.1:{rport}", "--set", "route.shards=4",
+                           "--set", f"tls.cert={leaf.chain}", "--set", f"tls.key={leaf.key}"])
+    p.wait_tcp(imaps, timeout=20)
+    ctx = mt.tls_client_context(ca.cert)
+    z = ZClient(imaps, mt.tls_connect(imaps, ca.cert, "mail.example.test", ctx=ctx))
+    resp = z.cmd(b"x1", b"LOGIN " + USER.encode() + b" " + PW.encode())
+    t.check(resp and resp[-1].startswith(b"x1 OK") and b"COMPRESS=DEFLATE" in resp[-1],
+            "through the proxy: the node's capabilities list COMPRESS=DEFLATE", resp)
+    resp = z.start_compress(b"x2")
+    t.check(resp and resp[-1].startswith(b"x2 OK"), "COMPRESS through the proxy", resp)
+    resp = z.cmd(b"x3", b"EXAMINE INBOX")
+    t.check(resp and resp[-1].startswith(b"x3 OK"), "EXAMINE compressed inside TLS", resp)
+    resp = z.cmd(b"x4", b"FETCH 2 (BODY.PEEK[])", timeout=60)
+    m = re.match(rb"\* 2 FETCH \(BODY\[\] \{(\d+)\}\r\n", resp[0] if resp else b"")
+    body = resp[0][m.end():m.end() + int(m.group(1))] if m else b""
+    t.check(resp and resp[-1].startswith(b"x4 OK") and body == big,
+            "large message byte-exact through proxy, TLS and DEFLATE", len(body))
+    z.close()
+
     # --- counters -----------------------------------------------------------------------
-    t.check(wait_metric(mport, "mail_compress_started_total", 4) == 4,
+    t.check(wait_metric(mport, "mail_compress_started_total", 5) == 5,
             "mail_compress_started_total counts the sessions", metric(mport, "mail_compress_started_total"))
     t.check(wait_metric(mport, "mail_compress_errors_total", 1) == 1,
             "mail_compress_errors_total counts the corrupt stream",
