@@ -1526,11 +1526,28 @@ static void listener_on_accept(struct listener *ls, struct io_uring_cqe *cqe)
 struct conn *conn_connect(struct loop *l, const struct sockaddr *sa, socklen_t sa_len,
 			  const struct conn_handler *h, void *user)
 {
+	return conn_connect_from(l, sa, sa_len, NULL, 0, h, user);
+}
+
+struct conn *conn_connect_from(struct loop *l, const struct sockaddr *sa, socklen_t sa_len,
+			       const struct sockaddr *src, socklen_t src_len,
+			       const struct conn_handler *h, void *user)
+{
 	if ((size_t)sa_len > sizeof(((struct conn *)0)->peer) || l->stopping)
 		return NULL;
 	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return NULL;
+	if (src) {
+		/* Port chosen at connect time, so one source address serves
+		 * many destinations without exhausting its ephemeral ports. */
+		int one = 1;
+		setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+		if (bind(fd, src, src_len) < 0) {
+			close(fd);
+			return NULL;
+		}
+	}
 	struct conn *c = conn_new(l, fd);
 	memcpy(&c->peer, sa, sa_len);
 	c->h = h;

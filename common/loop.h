@@ -176,6 +176,13 @@ size_t conn_struct_size(void);
 struct conn *conn_connect(struct loop *l, const struct sockaddr *sa,
 			  socklen_t sa_len, const struct conn_handler *h,
 			  void *user);
+/* The same from a given local address (port 0 in src: chosen at connect
+ * time), e.g. to spread many connections over 127.0.0.x sources. NULL if
+ * the socket cannot be made or bound. */
+struct conn *conn_connect_from(struct loop *l, const struct sockaddr *sa,
+			       socklen_t sa_len, const struct sockaddr *src,
+			       socklen_t src_len, const struct conn_handler *h,
+			       void *user);
 
 /* ---- listeners ------------------------------------------------------- */
 
