@@ -1,6 +1,6 @@
-/* mailbench: the bundled load generator. Subcommands so far measure the
- * runtime (echo, TLS handshakes); the SMTP/IMAP/POP3 loads come with the
- * benchmark issue. */
+/* mailbench: the bundled load generator. IMAP, POP3 and idle-session
+ * loads against any server (bench/mailload.h), and runtime measurements
+ * (echo, TLS handshakes, the mailbox store). */
 #include <getopt.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "bench/echo.h"
+#include "bench/mailload.h"
 #include "bench/store_bench.h"
 #include "bench/tls_handshake_mem.h"
 #include "common/log.h"
@@ -24,6 +25,12 @@ static void usage(FILE *out)
 		"usage: mailbench COMMAND [options]\n"
 		"\n"
 		"commands:\n"
+		"  imap         IMAP load: a weighted command mix (or logins) from many clients\n"
+		"               and users, --check, --populate N to create users and fill INBOXes\n"
+		"  pop3         POP3 load: STAT/LIST/UIDL/RETR/TOP/DELE mix (or logins)\n"
+		"  idle         N IMAP sessions LOGIN, SELECT, IDLE and stay; server RSS per\n"
+		"               session with --pid\n"
+		"               (mailbench imap|pop3|idle --help for their options)\n"
 		"  echo-server  run an echo service (plain, implicit TLS, STARTTLS line protocol)\n"
 		"      --listen ADDR --tls-listen ADDR --starttls-listen ADDR\n"
 		"      --cert FILE --key FILE (repeat for SNI) --port-file FILE\n"
@@ -387,6 +394,9 @@ int main(int argc, char **argv)
 		usage(argc < 2 ? stderr : stdout);
 		return argc < 2 ? 2 : 0;
 	}
+	if (strcmp(argv[1], "imap") == 0 || strcmp(argv[1], "pop3") == 0 ||
+	    strcmp(argv[1], "idle") == 0)
+		return load_cli_main(argc, argv);
 	struct opts o = { 0 };
 	if (parse(argc, argv, &o) < 0)
 		return 2;
