@@ -194,6 +194,47 @@ static void pu_next_user(struct prun *r, struct puser *u)
 	rpc_client_call(r->rc, RPC_METHOD_USER_ADD, &req.base, POP_DEADLINE_MS, on_user_add, u);
 }
 
+struct ping_wait {
+	bool done, ok;
+};
+
+static void on_pong(void *arg, enum rpc_status st, const ProtobufCMessage *reply,
+		    const Mail__Rpc__ErrorReply *err)
+{
+	struct ping_wait *w = arg;
+	UNUSED(reply);
+	UNUSED(err);
+	w->done = true;
+	w->ok = st == RPC_OK;
+}
+
+static bool ping_done(void *arg)
+{
+	return ((struct ping_wait *)arg)->done;
+}
+
+static bool never(void *arg)
+{
+	UNUSED(arg);
+	return false;
+}
+
+/* The node may still be starting: ping until it answers (10 s). */
+static bool wait_node(struct prun *r)
+{
+	for (int i = 0; i < 50; i++) {
+		struct ping_wait w = { 0 };
+		Mail__Rpc__Ping ping = MAIL__RPC__PING__INIT;
+		ping.from = "mailbench";
+		rpc_client_call(r->rc, RPC_METHOD_PING, &ping.base, 2000, on_pong, &w);
+		loop_run_until(r->loop, ping_done, &w, 3000);
+		if (w.ok)
+			return true;
+		loop_run_until(r->loop, never, NULL, 200);
+	}
+	return false;
+}
+
 static bool pop_done(void *arg)
 {
 	struct prun *r = arg;
@@ -218,6 +259,13 @@ int bench_populate_rpc(const struct load_config *cfg)
 		return 2;
 	}
 	buf_init(&r.body, 0);
+	if (!wait_node(&r)) {
+		fprintf(stderr, "mailbench: --rpc %s: no answer to a ping\n", cfg->rpc);
+		rpc_client_free(&r.rc);
+		buf_cleanup(&r.body);
+		loop_free(&l);
+		return 1;
+	}
 	uint64_t t0 = time_mono_ns();
 	r.last_report_ns = t0;
 	for (unsigned i = 0; i < POP_USERS_AT_ONCE; i++) {
