@@ -87,6 +87,10 @@ enum iphase {
 
 /* ---- the shared model for --check ------------------------------------------ */
 
+#define MODEL_MAX_UIDS (1u << 20)
+/* Largest EXISTS a session keeps a UID list for (4 bytes each). */
+#define EXISTS_MAX (4u << 20)
+
 struct owner {
 	struct owner *next;
 	unsigned client;
@@ -126,6 +130,8 @@ static void model_clear(struct mbox_model *m)
 
 static struct msg_model *model_get(struct mbox_model *m, uint32_t uid, bool create)
 {
+	if (create && m->n >= MODEL_MAX_UIDS)
+		create = false; /* a server inventing UIDs does not grow us */
 	if (m->cap == 0) {
 		if (!create)
 			return NULL;
@@ -153,7 +159,7 @@ static struct msg_model *model_get(struct mbox_model *m, uint32_t uid, bool crea
 			return &m->slots[k];
 		k = (k + 1) & (m->cap - 1);
 	}
-	if (!create)
+	if (!create || m->n >= MODEL_MAX_UIDS)
 		return NULL;
 	m->slots[k].uid = uid;
 	m->n++;
@@ -392,8 +398,10 @@ static void ic_store(struct iclient *ic)
 		ic->st_uid = uid;
 		ic->st_add = load_rand(&b->rng) & 1;
 		struct msg_model *mm = model_get(ic->model, uid, true);
-		struct owner *o = owner_get(mm, ic->idx, true);
-		o->pending = true;
+		if (mm)
+			owner_get(mm, ic->idx, true)->pending = true;
+		else
+			ic->st_own = false;
 		ic->cmd_uid = true;
 		ic_send(ic, IOP_STORE, "UID STORE %u %cFLAGS ($MB%u)", uid, ic->st_add ? '+' : '-',
 			ic->idx);
@@ -682,6 +690,12 @@ static void on_untagged(struct iclient *ic, const struct imap_reply *rp, struct 
 	if (rp->has_number) {
 		uint32_t n = rp->number;
 		if (view_eq_nocase(rp->word, "EXISTS")) {
+			if (n > EXISTS_MAX) {
+				ic_errorf(ic, "exists_too_large", "EXISTS %u", n);
+				ic->error_counted = true;
+				conn_close(ic->c);
+				return;
+			}
 			if (check && n < ic->exists && ic->op != IOP_SELECT)
 				ic_errorf(ic, "check_exists_shrank", "EXISTS %u after EXISTS %u", n,
 					  ic->exists);
@@ -857,17 +871,19 @@ static void on_tagged(struct iclient *ic, const struct imap_reply *rp, struct vi
 		if (ic->model && view_eq_nocase(rp->code, "APPENDUID") &&
 		    imap_reply_appenduid(rp->code_args, &uv, &uid) == 0 && uv == ic->model->uidvalidity) {
 			struct msg_model *mm = model_get(ic->model, uid, true);
-			if (mm->has_size && mm->size != ic->msg.len)
+			if (mm && mm->has_size && mm->size != ic->msg.len)
 				ic_errorf(ic, "check_uid_size", "APPENDUID %u of %zu bytes, seen with %" PRIu64,
 					  uid, ic->msg.len, mm->size);
-			mm->has_size = true;
-			mm->size = ic->msg.len;
+			if (mm) {
+				mm->has_size = true;
+				mm->size = ic->msg.len;
+			}
 		}
 		break;
 	}
 	case IOP_STORE:
-		if (ic->st_own && ic->model) {
-			struct msg_model *mm = model_get(ic->model, ic->st_uid, true);
+		if (ic->st_own && ic->model && model_get(ic->model, ic->st_uid, false)) {
+			struct msg_model *mm = model_get(ic->model, ic->st_uid, false);
 			struct owner *o = owner_get(mm, ic->idx, true);
 			o->known = true;
 			o->set = ic->st_add;
@@ -1437,6 +1453,18 @@ int bench_idle_run(const struct load_config *cfg)
 			load_figure(st, "bytes_per_connection",
 				    ((double)sa - (double)sb) * 1024.0 / (double)n, true);
 			load_figure(st, "rss_settled", the_idle_mem.settled ? 1 : 0, true);
+			/* Per process, in --pid order: pid1_before_kib, ... */
+			static char keys[LOAD_MAX_PIDS][3][32];
+			for (unsigned i = 0; i < c.npids && c.npids > 1; i++) {
+				snprintf(keys[i][0], sizeof(keys[i][0]), "pid%u_before_kib", i + 1);
+				snprintf(keys[i][1], sizeof(keys[i][1]), "pid%u_after_kib", i + 1);
+				snprintf(keys[i][2], sizeof(keys[i][2]), "pid%u_bytes_per_connection", i + 1);
+				load_figure(st, keys[i][0], (double)the_idle_mem.before[i], true);
+				load_figure(st, keys[i][1], (double)the_idle_mem.after[i], true);
+				load_figure(st, keys[i][2],
+					    ((double)the_idle_mem.after[i] - (double)the_idle_mem.before[i]) *
+						    1024.0 / (double)n, true);
+			}
 		}
 		load_report(st, stdout, c.json);
 		if (!c.json)

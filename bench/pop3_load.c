@@ -390,7 +390,7 @@ static void on_status(struct pclient *pc, char *line)
 	}
 	if (ok && pc->op == POP_STAT) {
 		uint64_t n, sz;
-		if (two_numbers(line + 4, &n, &sz) < 0 || n > 10000000) {
+		if (two_numbers(line + 4, &n, &sz) < 0 || n > (4u << 20)) {
 			if (check)
 				pc_errorf(pc, "check_stat", "%.100s", line);
 			n = 0;
