@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include <openssl/mem.h>
+
 #include "common/log.h"
 #include "common/net.h"
 #include "common/tls.h"
@@ -419,6 +421,7 @@ void rpc_server_free(struct rpc_server **sp)
 
 #define PENDING_BUCKETS 256
 #define RPC_CLIENT_MAX_PENDING 65536
+#define RPC_CLIENT_OUT_HIGH (1u << 20) /* stop writing requests above this */
 #define RPC_CLIENT_TIMEOUTS_TO_RECYCLE 3
 
 struct pending {
@@ -455,10 +458,24 @@ struct rpc_client {
 	bool freeing, draining;
 	struct pending *complete_q, *complete_tail; /* finished asynchronously */
 	struct timer complete_t;
+	size_t queued; /* bytes of encoded requests not written yet */
 };
 
 static void client_connect(struct rpc_client *cl);
 static void client_destroy(struct rpc_client *cl);
+
+/* Requests that carry a password are wiped before their memory goes. */
+static bool method_sensitive(uint16_t m)
+{
+	return m == RPC_METHOD_AUTH || m == RPC_METHOD_USER_ADD || m == RPC_METHOD_USER_UPDATE;
+}
+
+static void pending_frame_free(struct pending *p)
+{
+	if (p->frame.len && method_sensitive(p->method))
+		OPENSSL_cleanse(p->frame.data, p->frame.len);
+	buf_cleanup(&p->frame);
+}
 
 static struct pending **pending_slot(struct rpc_client *cl, uint64_t id)
 {
@@ -481,6 +498,7 @@ static void unsent_remove(struct rpc_client *cl, struct pending *p)
 	if (cl->unsent_tail == p)
 		cl->unsent_tail = prev;
 	p->unext = NULL;
+	cl->queued -= p->frame.len;
 }
 
 static struct pending *pending_take(struct rpc_client *cl, uint64_t id)
@@ -503,7 +521,7 @@ static void pending_finish(struct pending *p, enum rpc_status st, const Protobuf
 			   const Mail__Rpc__ErrorReply *err)
 {
 	p->done(p->arg, st, reply, err);
-	buf_cleanup(&p->frame);
+	pending_frame_free(p);
 	free(p);
 }
 
@@ -626,20 +644,38 @@ static ssize_t client_on_data(struct conn *c, const uint8_t *data, size_t len)
 	return (ssize_t)off;
 }
 
-/* Write queued calls in the order they were made. */
+/* Write queued calls in the order they were made, while the connection's
+ * output stays below its high mark (on_drain continues). */
 static void client_send_pending(struct rpc_client *cl)
 {
-	while (cl->unsent_head && cl->c && cl->connected) {
+	while (cl->unsent_head && cl->c && cl->connected &&
+	       conn_out_pending(cl->c) <= RPC_CLIENT_OUT_HIGH) {
 		struct pending *p = cl->unsent_head;
 		cl->unsent_head = p->unext;
 		if (!cl->unsent_head)
 			cl->unsent_tail = NULL;
 		p->unext = NULL;
 		p->sent = true;
+		cl->queued -= p->frame.len;
 		struct conn *c = cl->c;
-		conn_write(c, p->frame.data, p->frame.len);
-		buf_cleanup(&p->frame);
+		size_t n = p->frame.len;
+		uint8_t *data = p->frame.data;
+		p->frame.data = NULL;
+		p->frame.len = p->frame.cap = 0;
+		/* The write may close the connection (its pendings then finish
+		 * on the next turn): the frame is freed either way. */
+		conn_write(c, data, n);
+		if (method_sensitive(p->method))
+			OPENSSL_cleanse(data, n);
+		free(data);
 	}
+}
+
+static void client_on_drain(struct conn *c)
+{
+	struct rpc_client *cl = conn_user(c);
+	if (cl->c == c)
+		client_send_pending(cl);
 }
 
 static void client_ready(struct rpc_client *cl)
@@ -670,6 +706,8 @@ static void client_on_tls_ready(struct conn *c)
 static void client_on_shutdown(struct conn *c)
 {
 	struct rpc_client *cl = conn_user(c);
+	if (cl->cfg.keep_on_drain)
+		return; /* closed when the client is freed */
 	if (cl->inflight == 0)
 		conn_close(c);
 	else
@@ -697,6 +735,7 @@ static void client_on_close(struct conn *c, enum conn_close_reason why)
 static const struct conn_handler rpc_client_handler = {
 	.name = "rpcc",
 	.on_data = client_on_data,
+	.on_drain = client_on_drain,
 	.on_connect = client_on_connect,
 	.on_tls_ready = client_on_tls_ready,
 	.on_shutdown = client_on_shutdown,
@@ -777,6 +816,8 @@ struct rpc_client *rpc_client_new(struct loop *l, const struct rpc_client_config
 		cl->cfg.max_frame = FRAME_MAX_DEFAULT;
 	if (!cl->cfg.connect_timeout_ms)
 		cl->cfg.connect_timeout_ms = 3000;
+	if (!cl->cfg.max_queued)
+		cl->cfg.max_queued = 2 * cl->cfg.max_frame;
 	cl->next_id = 1;
 	timer_init(&cl->reconnect, reconnect_cb, cl);
 	timer_init(&cl->complete_t, complete_cb, cl);
@@ -805,6 +846,12 @@ uint64_t rpc_client_call(struct rpc_client *cl, uint16_t method, const ProtobufC
 		complete_later(cl, p, RPC_BAD_REPLY); /* cannot be encoded (too large) */
 		return id;
 	}
+	if (cl->queued + p->frame.len > cl->cfg.max_queued) {
+		pending_frame_free(p);
+		complete_later(cl, p, RPC_UNAVAILABLE); /* too much waiting to be sent */
+		return id;
+	}
+	cl->queued += p->frame.len;
 	timer_start(cl->loop, &p->deadline, deadline_ms);
 	*pending_slot(cl, p->req_id) = p;
 	cl->inflight++;

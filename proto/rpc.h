@@ -86,6 +86,16 @@ struct rpc_client_config {
 	const char *tls_name;     /* SNI / verified name */
 	size_t max_frame;
 	uint32_t connect_timeout_ms; /* default 3 s */
+	/* Requests encoded but not yet handed to the socket are bounded by
+	 * this many bytes (default 2 x max_frame); a call beyond it fails at
+	 * once with RPC_UNAVAILABLE. Writes stop while the connection's output
+	 * is above 1 MiB and resume as it drains, so a burst of large calls
+	 * never overflows the connection. */
+	size_t max_queued;
+	/* Keep the connection through the loop's drain (SIGTERM) until the
+	 * client is freed: for callers whose sessions finish their work while
+	 * draining (the proxy). Default: close it once no call is in flight. */
+	bool keep_on_drain;
 };
 
 struct rpc_client;

@@ -34,6 +34,10 @@ struct relay {
 	bool node_paused, client_paused;
 	bool saw_bye;     /* IMAP: the node said BYE (it ends the session) */
 	bool client_quit; /* POP3: the client sent QUIT */
+	bool compressed;  /* IMAP: the client asked for COMPRESS: no plaintext
+			   * of ours may enter the stream any more */
+	bool pop3_first;  /* POP3: the node's first line was seen */
+	bool pop3_logged_in; /* POP3: ... and it was +OK (the login) */
 	bool failed_early; /* done(false) is pending */
 	char why[160];
 	struct timer later; /* runs done() off the caller's stack */
@@ -136,12 +140,39 @@ static void forward(struct relay *r, struct conn *to, struct conn *from, bool *f
 	UNUSED(r);
 }
 
+/* POP3: the node's first line answers the login (+OK maildrop / -ERR). */
+static void note_first(struct relay *r, const uint8_t *data, size_t len)
+{
+	if (r->proto != RELAY_POP3 || r->pop3_first || len == 0)
+		return;
+	r->pop3_first = true;
+	r->pop3_logged_in = data[0] == '+';
+}
+
 static void note_bye(struct relay *r, const uint8_t *data, size_t len)
 {
+	note_first(r, data, len);
 	if (r->proto != RELAY_IMAP || r->saw_bye || len < 6)
 		return;
 	if (memcmp(data, "* BYE ", 6) == 0 || memmem(data, len, "\n* BYE ", 7))
 		r->saw_bye = true;
+}
+
+/* IMAP: once the client has sent COMPRESS (RFC 4978) the node's stream may
+ * be deflated, so the proxy never writes its own BYE into it again (it
+ * just closes). A false positive (the words inside a message) only costs
+ * that BYE. */
+static void note_compress(struct relay *r, const uint8_t *data, size_t len)
+{
+	static const char word[] = " COMPRESS ";
+	const size_t wl = sizeof(word) - 1;
+	if (r->proto != RELAY_IMAP || r->compressed || len < wl)
+		return;
+	for (size_t i = 0; i + wl <= len; i++)
+		if ((data[i + 1] | 0x20) == 'c' && strncasecmp((const char *)data + i, word, wl) == 0) {
+			r->compressed = true;
+			return;
+		}
 }
 
 static void note_quit(struct relay *r, const uint8_t *data, size_t len)
@@ -200,17 +231,20 @@ static ssize_t node_on_data(struct conn *c, const uint8_t *data, size_t len)
 			fail_early(r, why);
 			return (ssize_t)len;
 		}
+		/* Resuming the client may close it at once (it sent EOF
+		 * meanwhile, or the loop drains), which may close the node
+		 * side too: r stays until we are done here. */
+		r->hold++;
 		handoff_complete(r);
-		if (!r->client || !r->node)
-			return (ssize_t)len;
-		data += used;
-		len -= used;
-		if (len == 0)
-			return (ssize_t)used;
-		note_bye(r, data, len);
-		r->down += len;
-		forward(r, r->client, r->node, &r->node_paused, data, len);
-		return (ssize_t)(used + len);
+		size_t consumed = len;
+		if (r->client && r->node && len > used) {
+			note_bye(r, data + used, len - used);
+			r->down += len - used;
+			forward(r, r->client, r->node, &r->node_paused, data + used, len - used);
+		}
+		r->hold--;
+		relay_maybe_free(r);
+		return (ssize_t)consumed;
 	}
 	if (r->state != R_OPEN || !r->client)
 		return (ssize_t)len;
@@ -254,14 +288,16 @@ static void node_on_close(struct conn *c, enum conn_close_reason why)
 		 conn_close_reason_str(why), (unsigned long long)r->up,
 		 (unsigned long long)r->down);
 	if (r->client) {
-		/* The node ends sessions with BYE (IMAP) or after QUIT (POP3);
+		r->hold++; /* a write or the close may run client_on_close now */
+		/* The node ends sessions with BYE (IMAP), or after QUIT or a
+		 * refused login (POP3, whose first line then was -ERR);
 		 * anything else is the node going away: say so. */
-		if (r->proto == RELAY_IMAP && !r->saw_bye)
+		if (r->proto == RELAY_IMAP && !r->saw_bye && !r->compressed)
 			conn_printf(r->client, "* BYE [UNAVAILABLE] mail store connection lost\r\n");
-		else if (r->proto == RELAY_POP3 && !r->client_quit)
+		else if (r->proto == RELAY_POP3 && !r->client_quit && r->pop3_logged_in && r->client)
 			conn_printf(r->client, "-ERR [SYS/TEMP] mail store connection lost\r\n");
-		r->hold++;
-		conn_close(r->client); /* may run client_on_close now */
+		if (r->client)
+			conn_close(r->client);
 		r->hold--;
 	}
 	relay_maybe_free(r);
@@ -289,6 +325,7 @@ static ssize_t client_on_data(struct conn *c, const uint8_t *data, size_t len)
 	if (!r->node)
 		return (ssize_t)len;
 	note_quit(r, data, len);
+	note_compress(r, data, len);
 	r->up += len;
 	forward(r, r->node, c, &r->client_paused, data, len);
 	return (ssize_t)len;
@@ -307,10 +344,9 @@ static void client_on_shutdown(struct conn *c)
 {
 	struct relay *r = conn_user(c);
 	/* Proxy draining: tell the client to come back (to another proxy). */
-	if (r->proto == RELAY_IMAP)
+	/* (POP3 has no unsolicited responses: the close says it.) */
+	if (r->proto == RELAY_IMAP && !r->compressed)
 		conn_printf(c, "* BYE [UNAVAILABLE] proxy restarting, please reconnect\r\n");
-	else
-		conn_printf(c, "-ERR [SYS/TEMP] proxy restarting, please reconnect\r\n");
 	conn_close(c);
 }
 

@@ -335,6 +335,14 @@ def run(t):
     body = resp[0][m.end():m.end() + int(m.group(1))] if m else b""
     t.check(resp and resp[-1].startswith(b"x4 OK") and body == big,
             "large message byte-exact through proxy, TLS and DEFLATE", len(body))
+    # LOGOUT: the node's BYE and OK arrive compressed, then the close; the
+    # proxy must not add plaintext of its own to the deflate stream.
+    resp = z.cmd(b"x5", b"LOGOUT")
+    t.check(resp and resp[-1].startswith(b"x5 OK") and any(ln.startswith(b"* BYE") for ln in resp),
+            "LOGOUT through the proxy with COMPRESS", resp)
+    t.check(z.closed(), "closed after LOGOUT")
+    t.check(b"connection lost" not in z.buf and z.d.unused_data == b"",
+            "no plaintext from the proxy inside the compressed stream", z.buf[-200:])
     z.close()
 
     # --- counters -----------------------------------------------------------------------

@@ -366,6 +366,36 @@ int main(void)
 	}
 
 	rpc_client_free(&cl);
+
+	/* A burst of large calls: writes stop above the connection's high
+	 * mark and continue as it drains (nothing overflows, every call that
+	 * was queued is answered); calls beyond max_queued fail at once. */
+	{
+		struct rpc_client_config bc = { .addr = addr, .max_frame = 1 << 20,
+						.max_queued = 3u << 20 };
+		struct rpc_client *big = rpc_client_new(L, &bc, &err);
+		size_t sz = 900 * 1024;
+		char *from = xmalloc(sz + 1);
+		memset(from, 'b', sz);
+		from[sz] = '\0';
+		struct result rb = { 0 };
+		call_ping(big, &rb, "t", 1, 5000); /* connect first */
+		wait_count(&rb.done, 1, 3000);
+		for (int i = 0; i < 20; i++)
+			call_ping(big, &rb, from, 100 + (uint64_t)i, 10000);
+		wait_count(&rb.done, 21, 15000);
+		CHECK(rb.done == 21 && rb.wrong == 0 && rb.timeouts == 0 && rb.bad == 0);
+		CHECK(rb.ok >= 5 && rb.unavailable >= 1 && rb.ok + rb.unavailable == 21);
+		CHECK(rpc_client_connected(big)); /* the connection survived */
+		/* and it goes on */
+		struct result rc2 = { 0 };
+		for (int i = 0; i < 3; i++)
+			call_ping(big, &rc2, from, 200 + (uint64_t)i, 10000);
+		wait_count(&rc2.done, 3, 10000);
+		CHECK(rc2.ok == 3);
+		free(from);
+		rpc_client_free(&big);
+	}
 	rpc_server_free(&srv);
 
 	/* Mutual TLS between cluster members: a member certificate signed by
