@@ -55,6 +55,9 @@ static void usage(FILE *out)
 		"  deliver ADDRESS... < MESSAGE\n"
 		"                    store a message (read from stdin) for the recipients,\n"
 		"                    as the proxy's SMTP receiver will; prints each status\n"
+		"  sessions [ADDRESS]\n"
+		"                    open IMAP/POP3 sessions (of one user): user, service,\n"
+		"                    client, node, proxy, since\n"
 		"\n"
 		"The cluster is found with --redis or the REDIS_URL environment variable;\n"
 		"a user's node is the live node whose shards cover the user's shard\n"
@@ -930,6 +933,166 @@ static int cmd_deliver(struct ctl *c, int argc, char **argv)
 	return status;
 }
 
+/* ---- sessions (registered by the proxies, see proxy/limits.h) ------- */
+
+struct scan_wait {
+	bool done, ok;
+	char cursor[32];
+	char **keys;
+	size_t n, cap;
+};
+
+static void on_scan(struct redis_client *rc, redisReply *r, void *arg)
+{
+	struct scan_wait *w = arg;
+	UNUSED(rc);
+	w->done = true;
+	if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+	    r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY)
+		return;
+	snprintf(w->cursor, sizeof(w->cursor), "%.*s", (int)r->element[0]->len, r->element[0]->str);
+	redisReply *ks = r->element[1];
+	for (size_t i = 0; i < ks->elements; i++) {
+		if (ks->element[i]->type != REDIS_REPLY_STRING)
+			continue;
+		if (w->n == w->cap) {
+			w->cap = w->cap ? 2 * w->cap : 64;
+			w->keys = xrealloc(w->keys, w->cap * sizeof(*w->keys));
+		}
+		w->keys[w->n++] = strndup(ks->element[i]->str, ks->element[i]->len);
+	}
+	w->ok = true;
+}
+
+static bool scan_done(void *arg)
+{
+	return ((struct scan_wait *)arg)->done;
+}
+
+struct session_row {
+	char *f[8]; /* in session_fields order */
+};
+static const char *const session_fields[] = { "user", "service", "client", "port",
+					      "node", "proxy", "since", "sid" };
+
+static int cmp_session(const void *a, const void *b)
+{
+	const struct session_row *x = a, *y = b;
+	int r = strcmp(x->f[0], y->f[0]);
+	return r ? r : strcmp(x->f[6], y->f[6]);
+}
+
+static void json_str(const char *s)
+{
+	putchar('"');
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			printf("\\%c", *s);
+		else if ((unsigned char)*s < 0x20)
+			printf("\\u%04x", *s);
+		else
+			putchar(*s);
+	}
+	putchar('"');
+}
+
+static int cmd_sessions(struct ctl *c, int argc, char **argv)
+{
+	char want[256] = "";
+	if (argc > 1) {
+		usage(stderr);
+		return 2;
+	}
+	if (argc == 1 && canonical_owner(argv[0], want, sizeof(want)) < 0)
+		return 2;
+	if (!c->redis_url) {
+		fprintf(stderr, "mailctl: no cluster given: use --redis URL or set REDIS_URL\n");
+		return 2;
+	}
+	const char *err = NULL;
+	struct redis_options ro = { .command_timeout_ms = c->timeout_ms,
+				    .connect_timeout_ms = c->timeout_ms };
+	struct redis_client *rc = redis_client_new(c->loop, c->redis_url, &ro, &err);
+	if (!rc) {
+		fprintf(stderr, "mailctl: %s\n", err);
+		return 2;
+	}
+	struct scan_wait w = { .cursor = "0" };
+	int status = 0;
+	for (int round = 0; round < 100000; round++) {
+		w.done = w.ok = false;
+		redis_command(rc, on_scan, &w, "SCAN %s MATCH mail:session:* COUNT 1000", w.cursor);
+		if (loop_run_until(c->loop, scan_done, &w, c->timeout_ms + 1000) < 0 || !w.ok) {
+			fprintf(stderr, "mailctl: cannot read the sessions from Redis at %s\n",
+				c->redis_url);
+			status = 1;
+			break;
+		}
+		if (strcmp(w.cursor, "0") == 0)
+			break;
+	}
+	struct session_row *rows = xcalloc(w.n ? w.n : 1, sizeof(*rows));
+	size_t nrows = 0;
+	for (size_t i = 0; status == 0 && i < w.n; i++) {
+		struct wait_reply h;
+		if (redis_sync(c, rc, &h, "HGETALL %s", w.keys[i]) < 0 || h.type != REDIS_REPLY_ARRAY) {
+			free_wait(&h);
+			continue; /* gone meanwhile */
+		}
+		struct session_row row = { { 0 } };
+		for (size_t j = 0; j + 1 < h.n; j += 2)
+			for (size_t k = 0; k < ARRAY_LEN(session_fields); k++)
+				if (h.elems[j] && h.elems[j + 1] && !row.f[k] &&
+				    strcmp(h.elems[j], session_fields[k]) == 0)
+					row.f[k] = xstrdup(h.elems[j + 1]);
+		for (size_t k = 0; k < ARRAY_LEN(session_fields); k++)
+			if (!row.f[k])
+				row.f[k] = xstrdup("");
+		free_wait(&h);
+		if (!row.f[0][0] || (want[0] && strcmp(row.f[0], want) != 0)) {
+			for (size_t k = 0; k < ARRAY_LEN(session_fields); k++)
+				free(row.f[k]);
+			continue;
+		}
+		rows[nrows++] = row;
+	}
+	qsort(rows, nrows, sizeof(*rows), cmp_session);
+	uint64_t now = time_real_ms() / 1000;
+	if (c->json)
+		printf("{\"sessions\":[");
+	else if (status == 0)
+		printf("sessions: %zu\n", nrows);
+	for (size_t i = 0; status == 0 && i < nrows; i++) {
+		struct session_row *r = &rows[i];
+		uint64_t since = strtoull(r->f[6], NULL, 10);
+		if (c->json) {
+			printf("%s{", i ? "," : "");
+			for (size_t k = 0; k < ARRAY_LEN(session_fields); k++) {
+				printf("%s\"%s\":", k ? "," : "", session_fields[k]);
+				json_str(r->f[k]);
+			}
+			printf("}");
+		} else {
+			bool v6 = strchr(r->f[2], ':') != NULL;
+			printf("  %-28s %-6s %s%s%s:%s node=%s proxy=%s age=%" PRIu64 "s\n",
+			       r->f[0], r->f[1], v6 ? "[" : "", r->f[2], v6 ? "]" : "", r->f[3],
+			       r->f[4], r->f[5], now > since ? now - since : 0);
+		}
+	}
+	if (c->json)
+		printf("]}\n");
+	fflush(stdout);
+	for (size_t i = 0; i < nrows; i++)
+		for (size_t k = 0; k < ARRAY_LEN(session_fields); k++)
+			free(rows[i].f[k]);
+	free(rows);
+	for (size_t i = 0; i < w.n; i++)
+		free(w.keys[i]);
+	free(w.keys);
+	redis_client_free(&rc);
+	return status;
+}
+
 int ctl_main(int argc, char **argv)
 {
 	log_init("mailctl", LOG_LEVEL_ERROR);
@@ -982,6 +1145,8 @@ int ctl_main(int argc, char **argv)
 		rc = cmd_mailbox(&c, argc - optind - 1, argv + optind + 1);
 	} else if (strcmp(cmd, "deliver") == 0) {
 		rc = cmd_deliver(&c, argc - optind - 1, argv + optind + 1);
+	} else if (strcmp(cmd, "sessions") == 0) {
+		rc = cmd_sessions(&c, argc - optind - 1, argv + optind + 1);
 	} else {
 		fprintf(stderr, "mailctl: unknown command '%s'\n", cmd);
 		usage(stderr);

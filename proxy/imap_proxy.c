@@ -5,6 +5,7 @@
  * command itself with its capabilities. Everything else before login is
  * BAD. Before TLS, LOGINDISABLED is advertised and logins refused unless
  * auth.plaintext is set. */
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,11 +17,10 @@
 #include "proto/imap_parse.h"
 #include "proto/pop3_parse.h"
 #include "proto/rpc.h"
+#include "proxy/limits.h"
 #include "proxy/proxy_internal.h"
 
 #define IMAP_PROXY_IDLE_MS 60000        /* before login */
-#define IMAP_PROXY_MAX_ERRORS 10
-#define IMAP_PROXY_MAX_AUTH_FAILURES 3
 #define IMAP_PROXY_AUTH_DEADLINE_MS 15000
 
 struct imap_proxy {
@@ -33,10 +33,13 @@ struct imap_proxy {
 	unsigned errors, auth_failures;
 	bool sasl_wait;   /* "+ " sent for AUTHENTICATE PLAIN */
 	bool pending;     /* an AUTH call or the relay is in flight */
+	bool lim_wait;    /* a limits check is (cancelled by limits_conn_close) */
 	bool closed;      /* on_close ran */
 	bool tls_started; /* STARTTLS: the rest of this input is discarded */
 	struct relay *relay;
+	struct limits_conn *lim; /* passed to the relay with the connection */
 	struct route_target t;
+	char user[300]; /* as the client gave it */
 	char pass[POP3_SASL_PASS_MAX + 1];
 	size_t pass_len;
 	const char *mech;
@@ -92,6 +95,7 @@ static void wipe(struct imap_proxy *s)
 
 static void session_free(struct imap_proxy *s)
 {
+	limits_conn_close(&s->lim);
 	wipe(s);
 	imap_parser_free(&s->parser);
 	free(s);
@@ -101,7 +105,7 @@ static void session_free(struct imap_proxy *s)
 static void bad(struct imap_proxy *s, const char *tag, const char *text)
 {
 	reply(s, "%s BAD %s\r\n", tag, text);
-	if (++s->errors >= IMAP_PROXY_MAX_ERRORS && s->c) {
+	if (++s->errors >= limits_bad_commands(s->p->limits) && s->c) {
 		LOG_INFO("imap_proxy", s->sid, "too_many_errors", "count=%u", s->errors);
 		reply(s, "* BYE too many errors\r\n");
 		conn_close(s->c);
@@ -113,10 +117,14 @@ static void bad(struct imap_proxy *s, const char *tag, const char *text)
 static void relay_done(void *arg, bool ok, const char *why)
 {
 	struct imap_proxy *s = arg;
+	struct relay *r = s->relay;
 	s->relay = NULL;
 	s->pending = false;
 	if (ok) {
-		/* The relay owns the connection from here on. */
+		/* The relay owns the connection from here on, and the
+		 * connection's registrations end with it. */
+		relay_set_close_cb(r, limits_conn_close_hook, s->lim);
+		s->lim = NULL;
 		s->c = NULL;
 		session_free(s);
 		return;
@@ -125,6 +133,7 @@ static void relay_done(void *arg, bool ok, const char *why)
 		session_free(s);
 		return;
 	}
+	limits_session_close(s->lim);
 	LOG_WARN("imap_proxy", s->sid, "handoff_failed", "user=%s node=%s why=%s", s->t.owner,
 		 s->t.addr, why);
 	reply(s, "%s NO [UNAVAILABLE] Mail store temporarily unavailable, try again later\r\n",
@@ -138,6 +147,43 @@ static void start_relay(struct imap_proxy *s)
 	struct relay_client_info info;
 	proxy_client_info(s->c, s->sid, &info, addr, sizeof(addr));
 	s->relay = relay_start(s->p, s->c, &s->t, RELAY_IMAP, s->tag, false, &info, relay_done, s);
+}
+
+/* The answer to a failed login, once its delay has passed. */
+static void fail_answer(void *arg, enum limits_verdict v)
+{
+	struct imap_proxy *s = arg;
+	UNUSED(v);
+	s->lim_wait = false;
+	reply(s, "%s NO [AUTHENTICATIONFAILED] Authentication failed\r\n", s->tag);
+	if (++s->auth_failures >= limits_auth_fail_conn(s->p->limits)) {
+		reply(s, "* BYE too many authentication failures\r\n");
+		conn_close(s->c);
+		return;
+	}
+	conn_resume(s->c);
+}
+
+/* Count a failed login (address and user); answer after its delay. */
+static void login_failed(struct imap_proxy *s, const char *user)
+{
+	s->lim_wait = true;
+	conn_pause(s->c);
+	limits_auth_failed(s->lim, user, fail_answer, s);
+}
+
+static void session_checked(void *arg, enum limits_verdict v)
+{
+	struct imap_proxy *s = arg;
+	s->lim_wait = false;
+	if (v != LIMITS_OK) {
+		reply(s, "%s NO [LIMIT] Too many sessions for this user, log out elsewhere first\r\n",
+		      s->tag);
+		conn_resume(s->c);
+		return;
+	}
+	s->pending = true;
+	start_relay(s);
 }
 
 static void auth_reply(void *arg, enum rpc_status st, const ProtobufCMessage *msg,
@@ -158,21 +204,46 @@ static void auth_reply(void *arg, enum rpc_status st, const ProtobufCMessage *ms
 		return;
 	}
 	if (!rep->ok) {
-		s->auth_failures++;
 		LOG_INFO("imap_proxy", s->sid, "login_failed", "user=%s mech=%s", s->t.owner, s->mech);
-		reply(s, "%s NO [AUTHENTICATIONFAILED] Authentication failed\r\n", s->tag);
-		if (s->auth_failures >= IMAP_PROXY_MAX_AUTH_FAILURES) {
-			reply(s, "* BYE too many authentication failures\r\n");
-			conn_close(s->c);
-			return;
-		}
-		conn_resume(s->c);
+		login_failed(s, s->t.owner);
 		return;
 	}
 	LOG_INFO("imap_proxy", s->sid, "login", "user=%s mech=%s node=%s", s->t.owner, s->mech,
 		 s->t.addr);
+	limits_auth_ok(s->lim, s->t.owner);
+	s->lim_wait = true;
+	limits_session_open(s->lim, s->t.owner, s->t.addr, session_checked, s);
+}
+
+/* Not banned: ask the node. */
+static void auth_checked(void *arg, enum limits_verdict v)
+{
+	struct imap_proxy *s = arg;
+	s->lim_wait = false;
+	if (v != LIMITS_OK) {
+		/* Answered like a wrong password; the node is not asked. */
+		wipe(s);
+		LOG_INFO("imap_proxy", s->sid, "login_failed", "user=%s mech=%s reason=%s", s->t.owner,
+			 s->mech, limits_verdict_str(v));
+		fail_answer(s, v);
+		return;
+	}
+	struct rpc_client *rc = proxy_node_client(s->p, s->t.addr);
+	if (!rc) {
+		wipe(s);
+		reply(s, "%s NO [UNAVAILABLE] Mail store temporarily unavailable\r\n", s->tag);
+		conn_resume(s->c);
+		return;
+	}
+	Mail__Rpc__AuthRequest req = MAIL__RPC__AUTH_REQUEST__INIT;
+	req.user = s->user;
+	req.password = s->pass;
+	req.protocol = MAIL__RPC__PROTOCOL__PROTOCOL_IMAP;
+	char addr[64] = "";
+	req.client_address = (char *)conn_peer_str(s->c, addr, sizeof(addr));
 	s->pending = true;
-	start_relay(s);
+	rpc_client_call(rc, RPC_METHOD_AUTH, &req.base, IMAP_PROXY_AUTH_DEADLINE_MS, auth_reply, s);
+	wipe(s); /* the request is encoded and queued */
 }
 
 /* user/pass are the client's; copied. The command's tag is in s->tag. */
@@ -188,8 +259,9 @@ static void login(struct imap_proxy *s, struct view user, struct view pass, cons
 	u[user.len] = '\0';
 	enum route_result rr = route_lookup(s->p->route, u, &s->t);
 	if (rr == ROUTE_BAD_ADDRESS) {
-		s->auth_failures++;
-		reply(s, "%s NO [AUTHENTICATIONFAILED] Authentication failed\r\n", s->tag);
+		for (char *q = u; *q; q++)
+			*q = (char)tolower((unsigned char)*q);
+		login_failed(s, u);
 		return;
 	}
 	if (rr == ROUTE_UNAVAILABLE) {
@@ -198,25 +270,13 @@ static void login(struct imap_proxy *s, struct view user, struct view pass, cons
 		      s->tag);
 		return;
 	}
-	struct rpc_client *rc = proxy_node_client(s->p, s->t.addr);
-	if (!rc) {
-		reply(s, "%s NO [UNAVAILABLE] Mail store temporarily unavailable\r\n", s->tag);
-		return;
-	}
+	memcpy(s->user, u, user.len + 1);
 	memcpy(s->pass, pass.ptr, pass.len);
 	s->pass[pass.len] = '\0';
 	s->pass_len = pass.len;
-	Mail__Rpc__AuthRequest req = MAIL__RPC__AUTH_REQUEST__INIT;
-	req.user = u;
-	req.password = s->pass;
-	req.protocol = MAIL__RPC__PROTOCOL__PROTOCOL_IMAP;
-	char addr[64] = "";
-	req.client_address = (char *)conn_peer_str(s->c, addr, sizeof(addr));
-	s->pending = true;
+	s->lim_wait = true;
 	conn_pause(s->c);
-	rpc_client_call(rc, RPC_METHOD_AUTH, &req.base, IMAP_PROXY_AUTH_DEADLINE_MS, auth_reply, s);
-	wipe(s); /* the request is encoded and queued */
-	OPENSSL_cleanse(u, sizeof(u));
+	limits_auth_check(s->lim, s->t.owner, auth_checked, s);
 }
 
 static void auth_plain(struct imap_proxy *s, struct view b64)
@@ -352,7 +412,7 @@ static ssize_t on_data(struct conn *c, const uint8_t *data, size_t len)
 {
 	struct imap_proxy *s = conn_user(c);
 	size_t off = 0;
-	while (off < len && s->c && !s->pending && !conn_closing(c)) {
+	while (off < len && s->c && !s->pending && !s->lim_wait && !conn_closing(c)) {
 		if (s->sasl_wait) {
 			ssize_t n = sasl_line(s, data + off, len - off);
 			if (n <= 0)
@@ -408,6 +468,8 @@ static void on_close(struct conn *c, enum conn_close_reason why)
 		  s->errors);
 	s->c = NULL;
 	s->closed = true;
+	limits_conn_close(&s->lim); /* cancels a pending check */
+	s->lim_wait = false;
 	if (s->relay) {
 		relay_cancel(s->relay);
 		s->relay = NULL;
@@ -423,6 +485,25 @@ static const struct conn_handler imap_proxy_handler = {
 	.on_close = on_close,
 };
 
+static void conn_checked(void *arg, enum limits_verdict v)
+{
+	struct imap_proxy *s = arg;
+	s->lim_wait = false;
+	if (v != LIMITS_OK) {
+		reply(s, "* BYE [UNAVAILABLE] too many connections\r\n");
+		conn_close(s->c);
+		return;
+	}
+	struct buf b;
+	buf_init(&b, 1024);
+	put(&b, "* OK [CAPABILITY ");
+	put_caps(s, &b);
+	put(&b, "] mailcluster ready\r\n");
+	conn_write(s->c, b.data, b.len);
+	buf_cleanup(&b);
+	conn_resume(s->c);
+}
+
 void imap_proxy_accept(struct conn *c, struct proxy *p, enum proxy_service svc)
 {
 	struct imap_proxy *s = xcalloc(1, sizeof(*s));
@@ -437,11 +518,8 @@ void imap_proxy_accept(struct conn *c, struct proxy *p, enum proxy_service svc)
 	char peer[64];
 	LOG_DEBUG("imap_proxy", s->sid, "accept", "service=%s peer=%s", proxy_service_str(svc),
 		  conn_peer_str(c, peer, sizeof(peer)));
-	struct buf b;
-	buf_init(&b, 1024);
-	put(&b, "* OK [CAPABILITY ");
-	put_caps(s, &b);
-	put(&b, "] mailcluster ready\r\n");
-	conn_write(c, b.data, b.len);
-	buf_cleanup(&b);
+	/* Counted first; the greeting waits for the verdict. */
+	s->lim_wait = true;
+	conn_pause(c);
+	s->lim = limits_conn_open(p->limits, c, svc, s->sid, conn_checked, s);
 }

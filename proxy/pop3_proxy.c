@@ -3,6 +3,7 @@
  * by the user's node (AUTH RPC), then the session is handed to that node
  * (relay.c), which answers PASS/AUTH itself ("+OK maildrop has ..."). Before
  * TLS, USER/PASS and AUTH are refused unless auth.plaintext is set. */
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,11 +14,10 @@
 #include "common/log.h"
 #include "proto/pop3_parse.h"
 #include "proto/rpc.h"
+#include "proxy/limits.h"
 #include "proxy/proxy_internal.h"
 
 #define POP3_PROXY_IDLE_MS 60000
-#define POP3_PROXY_MAX_ERRORS 10
-#define POP3_PROXY_MAX_AUTH_FAILURES 3
 #define POP3_PROXY_AUTH_DEADLINE_MS 15000
 
 struct pop3_proxy {
@@ -29,12 +29,15 @@ struct pop3_proxy {
 	bool sasl_wait;
 	bool skipping;    /* dropping the rest of an over-long line */
 	bool pending;
+	bool lim_wait; /* a limits check is (cancelled by limits_conn_close) */
 	bool closed;
 	bool utf8;
 	bool tls_started;
 	struct relay *relay;
+	struct limits_conn *lim; /* passed to the relay with the connection */
 	struct route_target t;
 	char user[POP3_SASL_ID_MAX + 1]; /* from USER */
+	char login_user[POP3_SASL_ID_MAX + 1]; /* of the login in progress */
 	char pass[POP3_SASL_PASS_MAX + 1];
 	const char *mech;
 };
@@ -68,6 +71,7 @@ static void reply(struct pop3_proxy *s, const char *fmt, ...)
 
 static void session_free(struct pop3_proxy *s)
 {
+	limits_conn_close(&s->lim);
 	OPENSSL_cleanse(s->pass, sizeof(s->pass));
 	OPENSSL_cleanse(s->user, sizeof(s->user));
 	free(s);
@@ -76,7 +80,7 @@ static void session_free(struct pop3_proxy *s)
 static bool error(struct pop3_proxy *s, const char *text)
 {
 	reply(s, "-ERR %s", text);
-	if (++s->errors >= POP3_PROXY_MAX_ERRORS && s->c) {
+	if (++s->errors >= limits_bad_commands(s->p->limits) && s->c) {
 		reply(s, "-ERR too many errors");
 		conn_close(s->c);
 		return true;
@@ -89,9 +93,13 @@ static bool error(struct pop3_proxy *s, const char *text)
 static void relay_done(void *arg, bool ok, const char *why)
 {
 	struct pop3_proxy *s = arg;
+	struct relay *r = s->relay;
 	s->relay = NULL;
 	s->pending = false;
 	if (ok) {
+		/* The connection's registrations end with the relay. */
+		relay_set_close_cb(r, limits_conn_close_hook, s->lim);
+		s->lim = NULL;
 		s->c = NULL;
 		session_free(s);
 		return;
@@ -100,10 +108,50 @@ static void relay_done(void *arg, bool ok, const char *why)
 		session_free(s);
 		return;
 	}
+	limits_session_close(s->lim);
 	LOG_WARN("pop3_proxy", s->sid, "handoff_failed", "user=%s node=%s why=%s", s->t.owner,
 		 s->t.addr, why);
 	reply(s, "-ERR [SYS/TEMP] mail store temporarily unavailable, try again later");
 	conn_resume(s->c);
+}
+
+/* The answer to a failed login, once its delay has passed. */
+static void fail_answer(void *arg, enum limits_verdict v)
+{
+	struct pop3_proxy *s = arg;
+	UNUSED(v);
+	s->lim_wait = false;
+	if (++s->auth_failures >= limits_auth_fail_conn(s->p->limits)) {
+		reply(s, "-ERR [AUTH] too many authentication failures");
+		conn_close(s->c);
+		return;
+	}
+	reply(s, "-ERR [AUTH] invalid user name or password");
+	conn_resume(s->c);
+}
+
+/* Count a failed login (address and user); answer after its delay. */
+static void login_failed(struct pop3_proxy *s, const char *user)
+{
+	s->lim_wait = true;
+	conn_pause(s->c);
+	limits_auth_failed(s->lim, user, fail_answer, s);
+}
+
+static void session_checked(void *arg, enum limits_verdict v)
+{
+	struct pop3_proxy *s = arg;
+	s->lim_wait = false;
+	if (v != LIMITS_OK) {
+		reply(s, "-ERR [IN-USE] too many sessions for this user");
+		conn_resume(s->c);
+		return;
+	}
+	char addr[64] = "";
+	struct relay_client_info info;
+	proxy_client_info(s->c, s->sid, &info, addr, sizeof(addr));
+	s->pending = true;
+	s->relay = relay_start(s->p, s->c, &s->t, RELAY_POP3, NULL, s->utf8, &info, relay_done, s);
 }
 
 static void auth_reply(void *arg, enum rpc_status st, const ProtobufCMessage *msg,
@@ -125,22 +173,45 @@ static void auth_reply(void *arg, enum rpc_status st, const ProtobufCMessage *ms
 	}
 	if (!rep->ok) {
 		LOG_INFO("pop3_proxy", s->sid, "login_failed", "user=%s mech=%s", s->t.owner, s->mech);
-		if (++s->auth_failures >= POP3_PROXY_MAX_AUTH_FAILURES) {
-			reply(s, "-ERR [AUTH] too many authentication failures");
-			conn_close(s->c);
-			return;
-		}
-		reply(s, "-ERR [AUTH] invalid user name or password");
-		conn_resume(s->c);
+		login_failed(s, s->t.owner);
 		return;
 	}
 	LOG_INFO("pop3_proxy", s->sid, "login", "user=%s mech=%s node=%s", s->t.owner, s->mech,
 		 s->t.addr);
+	limits_auth_ok(s->lim, s->t.owner);
+	s->lim_wait = true;
+	limits_session_open(s->lim, s->t.owner, s->t.addr, session_checked, s);
+}
+
+/* Not banned: ask the node. */
+static void auth_checked(void *arg, enum limits_verdict v)
+{
+	struct pop3_proxy *s = arg;
+	s->lim_wait = false;
+	if (v != LIMITS_OK) {
+		/* Answered like a wrong password; the node is not asked. */
+		OPENSSL_cleanse(s->pass, sizeof(s->pass));
+		LOG_INFO("pop3_proxy", s->sid, "login_failed", "user=%s mech=%s reason=%s", s->t.owner,
+			 s->mech, limits_verdict_str(v));
+		fail_answer(s, v);
+		return;
+	}
+	struct rpc_client *rc = proxy_node_client(s->p, s->t.addr);
+	if (!rc) {
+		OPENSSL_cleanse(s->pass, sizeof(s->pass));
+		reply(s, "-ERR [SYS/TEMP] mail store temporarily unavailable, try again later");
+		conn_resume(s->c);
+		return;
+	}
+	Mail__Rpc__AuthRequest req = MAIL__RPC__AUTH_REQUEST__INIT;
+	req.user = s->login_user;
+	req.password = s->pass;
+	req.protocol = MAIL__RPC__PROTOCOL__PROTOCOL_POP3;
 	char addr[64] = "";
-	struct relay_client_info info;
-	proxy_client_info(s->c, s->sid, &info, addr, sizeof(addr));
+	req.client_address = (char *)conn_peer_str(s->c, addr, sizeof(addr));
 	s->pending = true;
-	s->relay = relay_start(s->p, s->c, &s->t, RELAY_POP3, NULL, s->utf8, &info, relay_done, s);
+	rpc_client_call(rc, RPC_METHOD_AUTH, &req.base, POP3_PROXY_AUTH_DEADLINE_MS, auth_reply, s);
+	OPENSSL_cleanse(s->pass, sizeof(s->pass));
 }
 
 static void login(struct pop3_proxy *s, const char *user, struct view pass, const char *mech)
@@ -152,32 +223,25 @@ static void login(struct pop3_proxy *s, const char *user, struct view pass, cons
 	}
 	enum route_result rr = route_lookup(s->p->route, user, &s->t);
 	if (rr == ROUTE_BAD_ADDRESS) {
-		if (++s->auth_failures >= POP3_PROXY_MAX_AUTH_FAILURES) {
-			reply(s, "-ERR [AUTH] too many authentication failures");
-			conn_close(s->c);
-		} else {
-			reply(s, "-ERR [AUTH] invalid user name or password");
-		}
+		char u[POP3_SASL_ID_MAX + 1];
+		size_t n = 0;
+		for (; user[n] && n < sizeof(u) - 1; n++)
+			u[n] = (char)tolower((unsigned char)user[n]);
+		u[n] = '\0';
+		login_failed(s, u);
 		return;
 	}
-	struct rpc_client *rc = rr == ROUTE_OK ? proxy_node_client(s->p, s->t.addr) : NULL;
-	if (!rc) {
+	if (rr != ROUTE_OK) {
 		LOG_WARN("pop3_proxy", s->sid, "no_route", "user=%s shard=%u", s->t.owner, s->t.shard);
 		reply(s, "-ERR [SYS/TEMP] mail store temporarily unavailable, try again later");
 		return;
 	}
+	snprintf(s->login_user, sizeof(s->login_user), "%s", user);
 	memcpy(s->pass, pass.ptr, pass.len);
 	s->pass[pass.len] = '\0';
-	Mail__Rpc__AuthRequest req = MAIL__RPC__AUTH_REQUEST__INIT;
-	req.user = (char *)user;
-	req.password = s->pass;
-	req.protocol = MAIL__RPC__PROTOCOL__PROTOCOL_POP3;
-	char addr[64] = "";
-	req.client_address = (char *)conn_peer_str(s->c, addr, sizeof(addr));
-	s->pending = true;
+	s->lim_wait = true;
 	conn_pause(s->c);
-	rpc_client_call(rc, RPC_METHOD_AUTH, &req.base, POP3_PROXY_AUTH_DEADLINE_MS, auth_reply, s);
-	OPENSSL_cleanse(s->pass, sizeof(s->pass));
+	limits_auth_check(s->lim, s->t.owner, auth_checked, s);
 }
 
 static void auth_plain(struct pop3_proxy *s, struct view b64)
@@ -313,7 +377,7 @@ static ssize_t on_data(struct conn *c, const uint8_t *data, size_t len)
 {
 	struct pop3_proxy *s = conn_user(c);
 	size_t off = 0;
-	while (off < len && s->c && !s->pending && !conn_closing(c)) {
+	while (off < len && s->c && !s->pending && !s->lim_wait && !conn_closing(c)) {
 		if (s->skipping) {
 			bool done = false;
 			off += pop3_skip_line(data + off, len - off, &done);
@@ -359,6 +423,8 @@ static void on_close(struct conn *c, enum conn_close_reason why)
 	LOG_DEBUG("pop3_proxy", s->sid, "close", "reason=%s", conn_close_reason_str(why));
 	s->c = NULL;
 	s->closed = true;
+	limits_conn_close(&s->lim); /* cancels a pending check */
+	s->lim_wait = false;
 	if (s->relay) {
 		relay_cancel(s->relay);
 		s->relay = NULL;
@@ -374,6 +440,19 @@ static const struct conn_handler pop3_proxy_handler = {
 	.on_close = on_close,
 };
 
+static void conn_checked(void *arg, enum limits_verdict v)
+{
+	struct pop3_proxy *s = arg;
+	s->lim_wait = false;
+	if (v != LIMITS_OK) {
+		reply(s, "-ERR [SYS/TEMP] too many connections, try again later");
+		conn_close(s->c);
+		return;
+	}
+	conn_write(s->c, "+OK mailcluster POP3 ready\r\n", 28);
+	conn_resume(s->c);
+}
+
 void pop3_proxy_accept(struct conn *c, struct proxy *p, enum proxy_service svc)
 {
 	struct pop3_proxy *s = xcalloc(1, sizeof(*s));
@@ -383,5 +462,8 @@ void pop3_proxy_accept(struct conn *c, struct proxy *p, enum proxy_service svc)
 	s->sid = proxy_session_id(p);
 	conn_set_handler(c, &pop3_proxy_handler, s);
 	conn_set_idle_timeout(c, POP3_PROXY_IDLE_MS);
-	conn_write(c, "+OK mailcluster POP3 ready\r\n", 28);
+	/* Counted first; the greeting waits for the verdict. */
+	s->lim_wait = true;
+	conn_pause(c);
+	s->lim = limits_conn_open(p->limits, c, svc, s->sid, conn_checked, s);
 }

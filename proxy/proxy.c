@@ -14,6 +14,7 @@
 #include "common/redis.h"
 #include "proto/registry.h"
 #include "proto/rpc.h"
+#include "proxy/limits.h"
 #include "proxy/proxy_internal.h"
 #include "proxy/smtp_session.h"
 
@@ -58,6 +59,35 @@ const struct config_def proxy_config_defs[] = {
 	  "wait before the greeting; a client that talks first is refused (554)" },
 	{ "smtp.bare_lf", CONFIG_STRING, "reject", 0, 0,
 	  "bare LF or CR in DATA: reject (550 after the data), normalize (to CRLF) or accept" },
+	/* limits (proxy/limits.h): shared through Redis, in process without it; 0 = no limit */
+	{ "limits.conn_per_ip", CONFIG_INT, "50", 0, 1000000,
+	  "open connections per client address (IPv6: per /64) and service "
+	  "(smtp, submission, imap, pop3)" },
+	{ "limits.conn_rate", CONFIG_INT, "120", 0, 1000000,
+	  "new connections per client address and service per minute" },
+	{ "limits.auth_fail_ip", CONFIG_INT, "10", 0, 1000000,
+	  "failed logins from one address within limits.auth_window before it is banned" },
+	{ "limits.auth_fail_user", CONFIG_INT, "50", 0, 1000000,
+	  "failed logins for one user within limits.auth_window before the user is banned" },
+	{ "limits.auth_window", CONFIG_DURATION, "1h", 0, 2592000000,
+	  "how long failed logins are counted" },
+	{ "limits.auth_ban", CONFIG_DURATION, "1h", 0, 2592000000,
+	  "ban length; a banned login is answered like a wrong password, the node is not asked" },
+	{ "limits.auth_delay", CONFIG_DURATION, "1s", 0, 60000,
+	  "wait before answering the 2nd failed login (the 1st: none), doubled for each further one" },
+	{ "limits.auth_delay_max", CONFIG_DURATION, "8s", 0, 60000,
+	  "longest wait before a failure answer" },
+	{ "limits.auth_fail_conn", CONFIG_INT, "3", 1, 1000,
+	  "failed logins before a connection is closed" },
+	{ "limits.bad_commands", CONFIG_INT, "10", 1, 1000,
+	  "protocol errors before a connection is closed (before login)" },
+	{ "limits.imap_sessions", CONFIG_INT, "16", 0, 100000, "open IMAP sessions per user" },
+	{ "limits.pop3_sessions", CONFIG_INT, "4", 0, 100000, "open POP3 sessions per user" },
+	{ "limits.messages_per_day", CONFIG_INT, "200", 0, 100000000,
+	  "messages an authenticated SMTP sender may send per day (24 h from the first)" },
+	{ "limits.refresh", CONFIG_DURATION, "30s", 200, 3600000,
+	  "open connections and sessions are refreshed in Redis this often; "
+	  "they expire after 3 missed refreshes" },
 };
 const size_t proxy_config_defs_len = ARRAY_LEN(proxy_config_defs);
 
@@ -294,6 +324,7 @@ struct proxy *proxy_new(struct loop *l, const struct config *cfg, struct tls_ser
 	struct smtp_config sc;
 	if (smtp_config_load(cfg, &sc, error_r) < 0)
 		goto fail;
+	p->limits = limits_new(p);
 	p->route = route_new(p, error_r);
 	if (!p->route)
 		goto fail;
@@ -332,6 +363,7 @@ void proxy_free(struct proxy **pp)
 	route_free(&p->route);
 	pool_free(&p->pool);
 	redis_client_free(&p->redis);
+	limits_free(&p->limits); /* after the client: its last replies come first */
 	free(p->id);
 	free(p);
 }

@@ -144,5 +144,8 @@ struct relay *relay_start(struct proxy *p, struct conn *client, const struct rou
 			  const struct relay_client_info *info,
 			  void (*done)(void *arg, bool ok, const char *why), void *arg);
 void relay_cancel(struct relay *r);
+/* cb(arg) runs once when the relayed client connection has closed (set it
+ * from done(arg, true, ...); the session's registrations end with it). */
+void relay_set_close_cb(struct relay *r, void (*cb)(void *arg), void *arg);
 
 #endif

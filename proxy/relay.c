@@ -44,16 +44,33 @@ struct relay {
 	uint64_t up, down;  /* bytes client->node, node->client */
 	unsigned hold;      /* inside a call that may close the other side */
 	char user[256];
+	void (*on_end)(void *arg); /* relay_set_close_cb */
+	void *end_arg;
 };
 
 static const struct conn_handler relay_node_handler;
 static const struct conn_handler relay_client_handler;
 
+static void end_hook(struct relay *r)
+{
+	void (*cb)(void *) = r->on_end;
+	r->on_end = NULL;
+	if (cb)
+		cb(r->end_arg);
+}
+
 static void relay_maybe_free(struct relay *r)
 {
 	if (r->hold || r->client || r->node || timer_armed(&r->later))
 		return;
+	end_hook(r);
 	free(r);
+}
+
+void relay_set_close_cb(struct relay *r, void (*cb)(void *arg), void *arg)
+{
+	r->on_end = cb;
+	r->end_arg = arg;
 }
 
 static void later_cb(struct timer *t)
@@ -357,6 +374,7 @@ static void client_on_close(struct conn *c, enum conn_close_reason why)
 	LOG_INFO("relay", r->sid, "client_closed", "user=%s reason=%s up=%llu down=%llu",
 		 r->user, conn_close_reason_str(why), (unsigned long long)r->up,
 		 (unsigned long long)r->down);
+	end_hook(r);
 	if (r->node) {
 		r->hold++;
 		conn_close(r->node); /* flushes what the client sent last */
