@@ -462,14 +462,24 @@ static void local_auth_check(struct limits_conn *h)
 	deliver(h, v, v == LIMITS_OK ? 0 : limits_delay_ms(&l->pol, fails + 1));
 }
 
-static void ban_started(struct limits_conn *h, enum limits_verdict v, uint32_t fails)
+/* A failed login was counted: log it (and a ban it started), answer
+ * after the delay it earned. */
+static void failure_counted(struct limits_conn *h, enum limits_verdict v, uint32_t fails,
+			    const char *where)
 {
-	if (v == LIMITS_OK)
-		return;
+	struct limits *l = h->l;
+	uint64_t delay = limits_delay_ms(&l->pol, fails);
 	char q[300];
-	LOG_WARN("limits", h->sid, "ban", "scope=%s ip=%s user=%s failures=%u duration_ms=%" PRIu64,
-		 v == LIMITS_BANNED_IP ? "ip" : "user", h->ipkey,
-		 log_quote_cstr(q, sizeof(q), h->user), fails, h->l->pol.auth_ban_ms);
+	log_quote_cstr(q, sizeof(q), h->user);
+	LOG_INFO("limits", h->sid, "auth_failure",
+		 "ip=%s user=%s failures=%u delay_ms=%" PRIu64 " counted=%s", h->ipkey, q, fails,
+		 delay, where);
+	if (v != LIMITS_OK)
+		LOG_WARN("limits", h->sid, "ban",
+			 "scope=%s ip=%s user=%s failures=%u duration_ms=%" PRIu64 " counted=%s",
+			 v == LIMITS_BANNED_IP ? "ip" : "user", h->ipkey, q, fails,
+			 l->pol.auth_ban_ms, where);
+	deliver(h, v, delay);
 }
 
 static enum limits_verdict local_session(struct limits_conn *h, bool force)
@@ -542,8 +552,7 @@ static void on_reply(struct redis_client *rc, redisReply *r, void *arg)
 									 : LIMITS_OK;
 			fails = (uint32_t)MIN(MAX(v[1], v[2]), UINT32_MAX);
 		}
-		ban_started(h, verdict, fails);
-		deliver(h, verdict, limits_delay_ms(&l->pol, fails));
+		failure_counted(h, verdict, fails, n < 3 ? "in-process" : "redis");
 		break;
 	}
 	case OP_SESSION:
@@ -710,8 +719,7 @@ void limits_auth_failed(struct limits_conn *h, const char *user, limits_cb cb, v
 		uint32_t fails = 0;
 		enum limits_verdict v = limits_local_auth_fail(g.ll, &l->pol, h->ipkey, h->user,
 							       loop_now_ms(l->loop), &fails);
-		ban_started(h, v, fails);
-		deliver(h, v, limits_delay_ms(&l->pol, fails));
+		failure_counted(h, v, fails, "in-process");
 		return;
 	}
 	char k[4][KEY_LEN], win[24], ban[24], mi[24], mu[24];
