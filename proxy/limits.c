@@ -826,6 +826,9 @@ static void refresh_cb(struct timer *t)
 	struct limits *l = t->arg;
 	timer_start(l->loop, &l->refresh, l->refresh_ms);
 	limits_local_sweep(g.ll, loop_now_ms(l->loop));
+	/* An outage seen here shows in the log and metric without traffic. */
+	if (l->redis && !l->local && !redis_client_connected(l->redis))
+		set_local(l, true, "not connected");
 	if (!use_redis(l))
 		return;
 	char ttl[24];
