@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,7 @@
 #include "common/tls.h"
 #include "proto/rpc.h"
 #include "proto/smtp_parse.h"
+#include "proxy/limits.h"
 #include "proxy/proxy_internal.h"
 
 /* Wrong passwords before the session is closed. */
@@ -263,6 +265,10 @@ struct smtp_session {
 	char helo[128];
 	char *auth_user;     /* canonical user once AUTH succeeded */
 	char *sasl_user;     /* during AUTH: the user name (for LOGIN and logs) */
+	struct limits_conn *lim; /* proxy/limits.h: checks cancelled by its close */
+	bool lim_wait;       /* the connection check: no greeting yet */
+	char *auth_pw;       /* during the ban check before AUTH */
+	const char *fail_why;
 
 	/* BDAT chunk being read */
 	uint64_t chunk_left, chunk_size;
@@ -327,8 +333,19 @@ static void sasl_set_user(struct smtp_session *s, struct view v)
 	s->sasl_user[n] = '\0';
 }
 
+static void pw_clear(struct smtp_session *s)
+{
+	if (!s->auth_pw)
+		return;
+	explicit_bzero(s->auth_pw, SMTP_SASL_PASS_MAX + 1);
+	free(s->auth_pw);
+	s->auth_pw = NULL;
+}
+
 static void session_free(struct smtp_session *s)
 {
+	limits_conn_close(&s->lim);
+	pw_clear(s);
 	txn_free(&s->txn);
 	check_free(&s->chk);
 	free(s->groups);
@@ -1251,6 +1268,41 @@ static void auth_failed(struct smtp_session *s, const char *why)
 	err_reply(s, "auth", 535, "5.7.8", "Authentication credentials invalid");
 }
 
+/* The limits' name for the user: the canonical owner, else the name as
+ * given in lower case. */
+static void limits_user(const struct smtp_session *s, char *out, size_t cap)
+{
+	const char *why = NULL;
+	const char *u = s->sasl_user ? s->sasl_user : "";
+	if (address_owner(view_cstr(u), out, cap, NULL, 0, &why) == 0)
+		return;
+	size_t n = 0;
+	for (; u[n] && n + 1 < cap; n++)
+		out[n] = (char)tolower((unsigned char)u[n]);
+	out[n] = '\0';
+}
+
+static void fail_answer(void *arg, enum limits_verdict v)
+{
+	struct smtp_session *s = arg;
+	UNUSED(v);
+	s_enter(s);
+	auth_failed(s, s->fail_why);
+	sasl_clear(s);
+	command_done(s);
+	s_leave(s);
+}
+
+/* A failed AUTH is counted by the limits; answered after its delay. */
+static void auth_fail_later(struct smtp_session *s, const char *why)
+{
+	char u[SMTP_SASL_ID_MAX + 1];
+	limits_user(s, u, sizeof(u));
+	s->fail_why = why;
+	pause_input(s);
+	limits_auth_failed(s->lim, u, fail_answer, s);
+}
+
 static void auth_done(void *arg, enum rpc_status status, const ProtobufCMessage *reply_msg,
 		      const Mail__Rpc__ErrorReply *err)
 {
@@ -1266,9 +1318,11 @@ static void auth_done(void *arg, enum rpc_status status, const ProtobufCMessage 
 		char qu[300];
 		LOG_INFO("smtp", s->id, "auth", "user=%s",
 			 log_quote_cstr(qu, sizeof(qu), s->auth_user));
+		limits_auth_ok(s->lim, s->auth_user);
 		reply(s, 235, "2.7.0", "Authentication successful");
 	} else if (status == RPC_OK) {
-		auth_failed(s, "credentials");
+		auth_fail_later(s, "credentials");
+		goto out;
 	} else {
 		char qe[160], qu[300];
 		LOG_WARN("smtp", s->id, "auth_unavailable", "user=%s status=%s error=%s",
@@ -1282,34 +1336,56 @@ out:
 	s_leave(s);
 }
 
-/* Credentials complete: the user's node checks them. */
+/* Not banned: the user's node checks the credentials. */
+static void auth_checked(void *arg, enum limits_verdict v)
+{
+	struct smtp_session *s = arg;
+	s_enter(s);
+	struct route_target rt;
+	enum route_result rr = route_lookup(s->p->route, s->sasl_user, &rt);
+	struct rpc_client *cl = rr == ROUTE_OK ? proxy_node_client(s->p, rt.addr) : NULL;
+	if (v != LIMITS_OK) {
+		/* Answered like a wrong password; the node is not asked. */
+		auth_failed(s, limits_verdict_str(v));
+		sasl_clear(s);
+		command_done(s);
+	} else if (!cl) {
+		reply(s, 454, "4.7.0", "Temporary authentication failure");
+		sasl_clear(s);
+		command_done(s);
+	} else {
+		Mail__Rpc__AuthRequest req = MAIL__RPC__AUTH_REQUEST__INIT;
+		req.user = s->sasl_user;
+		req.password = s->auth_pw;
+		req.protocol = MAIL__RPC__PROTOCOL__PROTOCOL_SMTP;
+		req.client_address = s->peer;
+		s->calls++;
+		rpc_client_call(cl, RPC_METHOD_AUTH, &req.base, s->cf->rpc_ms, auth_done, s);
+	}
+	pw_clear(s);
+	s_leave(s);
+}
+
+/* Credentials complete: a ban check (limits.h), then the user's node. */
 static void auth_start(struct smtp_session *s, struct view user, struct view pass)
 {
-	char pw[SMTP_SASL_PASS_MAX + 1];
 	sasl_set_user(s, user);
-	copy_view(pw, sizeof(pw), pass);
 	s->state = SMTP_S_COMMAND;
 	s->sasl = SASL_NONE;
 	struct route_target rt;
 	enum route_result rr = route_lookup(s->p->route, s->sasl_user, &rt);
-	struct rpc_client *cl = rr == ROUTE_OK ? proxy_node_client(s->p, rt.addr) : NULL;
 	if (rr == ROUTE_BAD_ADDRESS || memchr(pass.ptr, 0, pass.len)) {
-		auth_failed(s, "not_an_address");
-		sasl_clear(s);
-	} else if (!cl) {
+		auth_fail_later(s, "not_an_address");
+	} else if (rr != ROUTE_OK) {
 		reply(s, 454, "4.7.0", "Temporary authentication failure");
 		sasl_clear(s);
 	} else {
-		Mail__Rpc__AuthRequest req = MAIL__RPC__AUTH_REQUEST__INIT;
-		req.user = s->sasl_user;
-		req.password = pw;
-		req.protocol = MAIL__RPC__PROTOCOL__PROTOCOL_SMTP;
-		req.client_address = s->peer;
-		s->calls++;
+		pw_clear(s);
+		s->auth_pw = xcalloc(1, SMTP_SASL_PASS_MAX + 1);
+		copy_view(s->auth_pw, SMTP_SASL_PASS_MAX + 1, pass);
 		pause_input(s);
-		rpc_client_call(cl, RPC_METHOD_AUTH, &req.base, s->cf->rpc_ms, auth_done, s);
+		limits_auth_check(s->lim, rt.owner, auth_checked, s);
 	}
-	explicit_bzero(pw, sizeof(pw));
 }
 
 static void sasl_plain(struct smtp_session *s, struct view b64)
@@ -1448,6 +1524,20 @@ static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
 	reply_flush(s);
 }
 
+static void mail_checked(void *arg, enum limits_verdict v)
+{
+	struct smtp_session *s = arg;
+	s_enter(s);
+	if (v != LIMITS_OK) {
+		txn_free(&s->txn);
+		reply(s, 450, "4.7.1", "Too many messages today, try again later");
+	} else {
+		reply(s, 250, "2.1.0", "Ok");
+	}
+	command_done(s);
+	s_leave(s);
+}
+
 static void cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
 {
 	if (s->draining) {
@@ -1473,6 +1563,12 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_command *cmd)
 	t->size_declared = cmd->has_size ? cmd->size : 0;
 	buf_init(&t->msg, 0);
 	s->txn = t;
+	if (s->auth_user) {
+		/* limits.messages_per_day: one more message of this sender */
+		pause_input(s);
+		limits_message(s->lim, s->auth_user, mail_checked, s);
+		return;
+	}
 	reply(s, 250, "2.1.0", "Ok");
 }
 
@@ -1726,6 +1822,24 @@ out:
 	s_leave(s);
 }
 
+static void conn_checked(void *arg, enum limits_verdict v)
+{
+	struct smtp_session *s = arg;
+	s_enter(s);
+	s->lim_wait = false;
+	if (s->state == SMTP_S_CLOSING) {
+		/* an early talker, or the proxy is draining */
+	} else if (v != LIMITS_OK) {
+		reply(s, 421, "4.7.0", "%s Too many connections, try again later", s->p->hostname);
+		close_session(s);
+	} else if (s->cf->greeting_delay_ms == 0) {
+		send_greeting(s); /* with implicit TLS, held until the handshake */
+	} else if (!proxy_service_implicit_tls(s->svc) || s->tls) {
+		timer_start(s->loop, &s->timer, s->cf->greeting_delay_ms);
+	}
+	s_leave(s);
+}
+
 static void smtp_on_tls_ready(struct conn *c)
 {
 	struct smtp_session *s = conn_user(c);
@@ -1734,7 +1848,7 @@ static void smtp_on_tls_ready(struct conn *c)
 	LOG_INFO("smtp", s->id, "tls", "version=%s cipher=%s", ssl ? tls_version_str(ssl) : "",
 		 ssl ? tls_cipher_str(ssl) : "");
 	/* Implicit TLS: the greeting delay starts now. */
-	if (s->state == SMTP_S_GREETING)
+	if (s->state == SMTP_S_GREETING && !s->lim_wait)
 		timer_start(s->loop, &s->timer, s->cf->greeting_delay_ms);
 }
 
@@ -1758,6 +1872,7 @@ static void smtp_on_close(struct conn *c, enum conn_close_reason why)
 		 conn_close_reason_str(why), smtp_state_str(s->state), s->messages, s->errors,
 		 log_quote_cstr(qu, sizeof(qu), s->auth_user));
 	timer_stop(s->loop, &s->timer);
+	limits_conn_close(&s->lim); /* cancels a pending check */
 	s->c = NULL;
 	if (s->depth == 0 && s->calls == 0)
 		session_free(s);
@@ -1801,11 +1916,9 @@ void smtp_session_accept(struct conn *c, struct proxy *p, enum proxy_service svc
 	conn_set_idle_timeout(c, s->cf->idle_ms + 60000);
 	LOG_INFO("smtp", s->id, "accept", "peer=%s port=%u service=%s", s->peer, s->peer_port,
 		 proxy_service_str(svc));
-	if (s->cf->greeting_delay_ms == 0) {
-		send_greeting(s); /* with implicit TLS, held until the handshake */
-		return;
-	}
+	/* No greeting before the connection is counted (input meanwhile is
+	 * an early talker's). */
 	s->state = SMTP_S_GREETING;
-	if (!proxy_service_implicit_tls(svc))
-		timer_start(s->loop, &s->timer, s->cf->greeting_delay_ms);
+	s->lim_wait = true;
+	s->lim = limits_conn_open(p->limits, c, svc, s->id, conn_checked, s);
 }

@@ -7,7 +7,11 @@ user ban; open IMAP sessions per user; `mailctl sessions` listing sessions
 with their node and forgetting them after logout; Redis killed: logins and
 sessions go on with in-process limits (log line, metric); Redis back: the
 limits are shared again (a ban through proxy A refuses a login at B) and
-the sessions opened meanwhile are registered again."""
+the sessions opened meanwhile are registered again. SMTP: connections per
+address (421), a banned address' AUTH (535) and messages per day of an
+authenticated sender (450 4.7.1 at MAIL FROM, shared by both proxies)."""
+
+import base64
 
 import socket
 import time
@@ -92,6 +96,29 @@ def logout(c):
     c.close()
 
 
+def smtp_reply(c, timeout=10):
+    """(code, all lines) of one SMTP reply."""
+    out = b""
+    while True:
+        ln = c.line(timeout)
+        out += ln
+        if len(ln) < 4 or ln[3:4] != b"-":
+            return (int(ln[:3]) if ln[:3].isdigit() else 0), out
+
+
+def smtp_cmd(c, line):
+    c.send(line.encode() + b"\r\n")
+    return smtp_reply(c)
+
+
+def smtp_auth(port, src, user, pw=PW):
+    c = dial(port, src)
+    smtp_reply(c)
+    smtp_cmd(c, "EHLO client.test")
+    plain = base64.b64encode(b"\0" + user.encode() + b"\0" + pw.encode()).decode()
+    return c, smtp_cmd(c, "AUTH PLAIN " + plain)
+
+
 def redis_cmd(port, *args):
     """One command over RESP; returns the reply (int, bytes, None or list)."""
     with socket.create_connection((mt.HOST, port), timeout=5) as s:
@@ -164,24 +191,29 @@ def run(t):
         rc, out, err = mt.run([ctl, "--node", naddr, "user", "add", u, "--password", PW],
                               timeout=30)
         t.require(rc == 0, f"user add {u}", out + err)
+    rc, out, err = mt.run([ctl, "--node", naddr, "domain", "add", "example.test"], timeout=30)
+    t.require(rc == 0, "domain add", out + err)
 
     limits = ["limits.conn_per_ip=3", "limits.conn_rate=12", "limits.auth_fail_ip=4",
               "limits.auth_fail_user=5", "limits.auth_delay=200ms", "limits.auth_delay_max=800ms",
               "limits.auth_ban=10m", "limits.imap_sessions=2", "limits.pop3_sessions=1",
-              "limits.refresh=1s"]
+              "limits.refresh=1s", "limits.messages_per_day=2"]
 
     def start_proxy(pid):
-        imap, pop3, mport = free_port(), free_port(), free_port()
+        imap, pop3, mport, smtp, sub = (free_port() for _ in range(5))
         argv = [proxy, "--set", f"proxy.id={pid}", "--set", f"redis.url={url}",
                 "--set", f"imap.listen=127.0.0.1:{imap}", "--set", f"pop3.listen=127.0.0.1:{pop3}",
+                "--set", f"smtp.listen=127.0.0.1:{smtp}",
+                "--set", f"submission.listen=127.0.0.1:{sub}",
                 "--set", "auth.plaintext=true", "--set", f"metrics.listen=127.0.0.1:{mport}",
                 "--set", "route.refresh=200ms", "--set", "heartbeat.interval=200ms",
                 "--set", "threads=2"]
         for kv in limits:
             argv += ["--set", kv]
         d = t.daemon(pid, argv)
-        for port in (imap, pop3, mport):
+        for port in (imap, pop3, mport, smtp, sub):
             d.wait_tcp(port)
+        d.smtp, d.sub = smtp, sub
         return d, imap, pop3, mport
 
     pa, imap_a, pop3_a, mport_a = start_proxy("pA")
@@ -290,6 +322,11 @@ def run(t):
     r = c.line(timeout=20)
     t.check(r.startswith(b"-ERR [AUTH]"), "and to POP3", r)
     c.close()
+    c, (code, r) = smtp_auth(pb.sub, src, user)
+    t.check(code == 535 and b"5.7.8" in r and
+            pb.wait_log("event=auth_failed user=pat@example.test reason=banned_ip"),
+            "and to SMTP AUTH (submission)", r)
+    c.close()
     c, g, r, dt = imap_login(imap_a, "127.0.0.7", user, PW)
     t.check(r.startswith(b"a1 OK"), "the same user from another address logs in", r)
     c.send(b"a2 LOGOUT\r\n")
@@ -307,6 +344,45 @@ def run(t):
             pa.wait_log(f"event=refused reason=banned_user service=imap ip=127.0.1.9 user={sam}"),
             "5 failures from 5 addresses ban the user", r)
     c.close()
+
+    # --- SMTP: connections per address, messages per day ----------------------------
+    src = "127.0.2.1"
+    held = []
+    for i in range(3):
+        c = dial(pa.smtp if i % 2 else pb.smtp, src)
+        held.append(c)
+        code, g = smtp_reply(c)
+        t.check(code == 220, f"SMTP connection {i + 1} greeted", g)
+    c = dial(pa.smtp, src)
+    code, g = smtp_reply(c)
+    t.check(code == 421 and b"Too many connections" in g and mt.wait_closed(c.sock),
+            "4th SMTP connection from one address: 421 and close", g)
+    c.close()
+    for c in held:
+        c.close()
+    src = "127.0.2.2"
+    c, (code, r) = smtp_auth(pa.sub, src, USERS[2])
+    t.check(code == 235, "kim authenticates on submission", r)
+    body = b"Subject: counted\r\n\r\none of two today\r\n"
+    code, r = smtp_cmd(c, f"MAIL FROM:<{USERS[2]}>")
+    t.check(code == 250, "1st message of the day: MAIL 250", r)
+    smtp_cmd(c, f"RCPT TO:<{USERS[1]}>")
+    smtp_cmd(c, "DATA")
+    c.send(body + b".\r\n")
+    code, r = smtp_reply(c, timeout=30)
+    t.check(code == 250, "1st message delivered", r)
+    c.close()
+    c, (code, r) = smtp_auth(pb.sub, src, USERS[2])
+    code, r = smtp_cmd(c, f"MAIL FROM:<{USERS[2]}>")
+    t.check(code == 250, "2nd message (other proxy): MAIL 250", r)
+    smtp_cmd(c, "RSET")
+    code, r = smtp_cmd(c, f"MAIL FROM:<{USERS[2]}>")
+    t.check(code == 450 and b"4.7.1" in r, "3rd message of the day: 450 4.7.1 at MAIL FROM", r)
+    code, r = smtp_cmd(c, f"RCPT TO:<{USERS[1]}>")
+    t.check(code == 503, "no transaction after the refusal", r)
+    c.close()
+    t.check(pb.wait_log("event=refused reason=messages_per_day service=submission"),
+            "messages per day refusal logged", pb.log_tail())
 
     # --- sessions per user, mailctl sessions ------------------------------------------
     kim = USERS[2]
