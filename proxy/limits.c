@@ -375,6 +375,7 @@ static void deliver_cb(struct timer *t)
 	void *arg = h->arg;
 	h->cb = NULL;
 	h->op = OP_NONE;
+	set_str(&h->user, NULL); /* an idle connection keeps only what it registered */
 	if (h->closed) {
 		maybe_free(h);
 		return;
