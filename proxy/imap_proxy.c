@@ -33,7 +33,7 @@ struct imap_proxy {
 	unsigned errors, auth_failures;
 	bool sasl_wait;   /* "+ " sent for AUTHENTICATE PLAIN */
 	bool pending;     /* an AUTH call or the relay is in flight */
-	bool lim_wait;    /* a limits check is (cancelled by limits_conn_close) */
+	bool lim_wait;    /* a limits check is pending (limits_conn_close cancels it) */
 	bool closed;      /* on_close ran */
 	bool tls_started; /* STARTTLS: the rest of this input is discarded */
 	struct relay *relay;

@@ -29,7 +29,7 @@ struct pop3_proxy {
 	bool sasl_wait;
 	bool skipping;    /* dropping the rest of an over-long line */
 	bool pending;
-	bool lim_wait; /* a limits check is (cancelled by limits_conn_close) */
+	bool lim_wait; /* a limits check is pending (limits_conn_close cancels it) */
 	bool closed;
 	bool utf8;
 	bool tls_started;
