@@ -202,6 +202,15 @@ void imap_cmd_expunge(struct imap_session *s);
 void imap_cmd_store(struct imap_session *s);
 void imap_cmd_copy(struct imap_session *s, bool move);
 void imap_cmd_search(struct imap_session *s);
+/* The store's search program for a parsed one (loop thread: resolves
+ * sequence numbers against the selected mailbox); NULL with a reason for
+ * BAD. */
+struct search_key *imap_search_program(struct imap_session *s, const struct imap_search_key *k,
+					const char **error_r);
+/* SORT / UID SORT (with ESORT's RETURN) and THREAD / UID THREAD
+ * (node/imap_sort.c). */
+void imap_cmd_sort(struct imap_session *s);
+void imap_cmd_thread(struct imap_session *s);
 void imap_cmd_append(struct imap_session *s);
 void imap_cmd_fetch(struct imap_session *s);
 void imap_fetch_free(struct imap_fetch **f);

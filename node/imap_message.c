@@ -896,6 +896,12 @@ static struct search_key *conv_key(struct imap_session *s, const struct imap_sea
 	}
 }
 
+struct search_key *imap_search_program(struct imap_session *s, const struct imap_search_key *k,
+					const char **error_r)
+{
+	return conv_key(s, k, error_r);
+}
+
 static bool has_modseq_key(const struct imap_search_key *k)
 {
 	if (k->type == IMAP_SEARCH_MODSEQ)

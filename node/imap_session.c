@@ -17,7 +17,8 @@
 #define IMAP_CAPS                                                                       \
 	"IMAP4rev2 IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN ENABLE ID IDLE NAMESPACE UIDPLUS " \
 	"MOVE UNSELECT SPECIAL-USE CHILDREN CONDSTORE QRESYNC ESEARCH SEARCHRES BINARY "   \
-	"SAVEDATE COMPRESS=DEFLATE"
+	"SAVEDATE COMPRESS=DEFLATE SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT "         \
+	"THREAD=REFERENCES"
 #define IMAP_MAX_ERRORS 20
 #define IMAP_MAX_AUTH_FAILURES 3
 #define IMAP_IDLE_PREAUTH_MS (60 * 1000)
@@ -1128,6 +1129,8 @@ static unsigned cmd_allowed(enum imap_cmd c)
 	case IMAP_CMD_STORE:
 	case IMAP_CMD_COPY:
 	case IMAP_CMD_MOVE:
+	case IMAP_CMD_SORT:
+	case IMAP_CMD_THREAD:
 		return SELECTED;
 	default:
 		return 0;
@@ -1363,6 +1366,12 @@ static void dispatch(struct imap_session *s, const struct imap_command *cmd)
 	case IMAP_CMD_COPY:
 	case IMAP_CMD_MOVE:
 		imap_cmd_copy(s, cmd->cmd == IMAP_CMD_MOVE);
+		break;
+	case IMAP_CMD_SORT:
+		imap_cmd_sort(s);
+		break;
+	case IMAP_CMD_THREAD:
+		imap_cmd_thread(s);
 		break;
 	default:
 		imap_bad(s, "Command not supported");
