@@ -290,7 +290,10 @@ static void sort_run(struct imap_session *s)
 		}
 		n = k;
 		j->nums = nums;
-		if (j->kind == JOB_SORT) {
+		if (j->kind == JOB_SORT && n > SORT_MEM_MAX / sizeof(*j->recs)) {
+			j->too_big = true;
+			r = -1;
+		} else if (j->kind == JOB_SORT) {
 			j->recs = xmalloc((n ? n : 1) * sizeof(*j->recs));
 			r = each_message(j, found, n, sort_one);
 		} else {
