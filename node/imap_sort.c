@@ -45,6 +45,8 @@ struct sort_job {
 	bool need_blob;
 	struct sortkey_rec *recs;
 	size_t n_recs;
+	const uint32_t *uids; /* per matching message (ascending) */
+	uint64_t *mods;       /* per matching message, for (MODSEQ n) */
 	struct buf arena;
 	/* THREAD */
 	struct thread_set *ts;
@@ -106,6 +108,8 @@ static int sort_one(struct sort_job *j, size_t i, const struct msg_info *m)
 	r->arrival_ms = m->internal_date_ms;
 	r->size = m->size;
 	r->sent_ms = (int64_t)m->internal_date_ms;
+	if (j->mods)
+		j->mods[i] = m->modseq;
 	if (!j->need_blob)
 		return 0;
 	struct sortkey_env env;
@@ -152,20 +156,76 @@ static void put_sorted_set(struct buf *b, const struct sortkey_rec *r, size_t n)
 	}
 }
 
+/* RFC 5182 2.1 (and RFC 5267: MIN and MAX are the first and last in sort
+ * order): with MIN and/or MAX alone, only those are returned and saved. */
+static bool minmax_only(unsigned ret)
+{
+	return (ret & (IMAP_SEARCH_RET_MIN | IMAP_SEARCH_RET_MAX)) &&
+	       !(ret & (IMAP_SEARCH_RET_ALL | IMAP_SEARCH_RET_COUNT));
+}
+
+static void saved_clear(struct imap_session *s)
+{
+	free(s->saved);
+	s->saved = NULL;
+	s->n_saved = 0;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static void save_result(struct sort_job *j, unsigned ret)
+{
+	struct imap_session *s = j->s;
+	size_t n = j->n_recs;
+	saved_clear(s);
+	s->saved = xmalloc((n ? n : 1) * sizeof(uint32_t));
+	if (minmax_only(ret)) {
+		uint32_t a = n ? j->uids[j->recs[0].order] : 0;
+		uint32_t b = n ? j->uids[j->recs[n - 1].order] : 0;
+		if (n && (ret & IMAP_SEARCH_RET_MIN) && (ret & IMAP_SEARCH_RET_MAX) && a != b) {
+			s->saved[s->n_saved++] = MIN(a, b);
+			s->saved[s->n_saved++] = MAX(a, b);
+		} else if (n) {
+			s->saved[s->n_saved++] = (ret & IMAP_SEARCH_RET_MIN) ? a : b;
+		}
+		return;
+	}
+	/* "$" is a set: the matches in UID order */
+	for (size_t i = 0; i < n; i++)
+		s->saved[i] = j->uids[j->recs[i].order];
+	s->n_saved = n;
+	qsort(s->saved, n, sizeof(uint32_t), cmp_u32);
+}
+
 static void sort_output(struct sort_job *j, struct buf *b)
 {
 	struct imap_session *s = j->s;
 	const struct imap_command *cmd = s->cmd;
 	size_t n = j->n_recs;
+	unsigned ret = cmd->u.sort.esort ? cmd->u.sort.return_opts : IMAP_SEARCH_RET_ALL;
+	/* RFC 7162 3.1.5: the highest mod-sequence of what is returned */
+	uint64_t maxmod = 0;
+	for (size_t i = 0; j->mods && i < n; i++)
+		if (!minmax_only(ret) || (i == 0 && (ret & IMAP_SEARCH_RET_MIN)) ||
+		    (i == n - 1 && (ret & IMAP_SEARCH_RET_MAX)))
+			maxmod = MAX(maxmod, j->mods[j->recs[i].order]);
+	if (ret & IMAP_SEARCH_RET_SAVE)
+		save_result(j, ret);
 	if (!cmd->u.sort.esort) {
 		buf_printf(b, "* SORT");
 		for (size_t i = 0; i < n; i++)
 			buf_printf(b, " %u", j->recs[i].num);
+		if (maxmod)
+			buf_printf(b, " (MODSEQ %llu)", (unsigned long long)maxmod);
 		buf_printf(b, "\r\n");
 		return;
 	}
-	/* RFC 5267: MIN and MAX are the first and last in sort order */
-	unsigned ret = cmd->u.sort.return_opts;
+	if (!(ret & ~(unsigned)IMAP_SEARCH_RET_SAVE))
+		return; /* SAVE alone answers nothing (RFC 5182 2.1) */
 	buf_printf(b, "* ESEARCH (TAG \"%s\")%s", s->tag, cmd->uid ? " UID" : "");
 	if ((ret & IMAP_SEARCH_RET_MIN) && n)
 		buf_printf(b, " MIN %u", j->recs[0].num);
@@ -177,6 +237,8 @@ static void sort_output(struct sort_job *j, struct buf *b)
 	}
 	if (ret & IMAP_SEARCH_RET_COUNT)
 		buf_printf(b, " COUNT %zu", n);
+	if (maxmod)
+		buf_printf(b, " MODSEQ %llu", (unsigned long long)maxmod);
 	buf_printf(b, "\r\n");
 }
 
@@ -223,6 +285,17 @@ static int thread_one(struct sort_job *j, size_t i, const struct msg_info *m)
 }
 
 /* ---- the job ------------------------------------------------------------------ */
+
+static bool has_modseq_key(const struct imap_search_key *k)
+{
+	if (k->type == IMAP_SEARCH_MODSEQ)
+		return true;
+	if (k->type == IMAP_SEARCH_AND || k->type == IMAP_SEARCH_OR || k->type == IMAP_SEARCH_NOT)
+		for (size_t i = 0; i < k->u.sub.count; i++)
+			if (has_modseq_key(&k->u.sub.keys[i]))
+				return true;
+	return false;
+}
 
 static enum sortkey_field field_of(enum imap_sort_key k)
 {
@@ -290,6 +363,9 @@ static void sort_run(struct imap_session *s)
 		}
 		n = k;
 		j->nums = nums;
+		j->uids = found;
+		if (j->kind == JOB_SORT && has_modseq_key(cmd->u.sort.root))
+			j->mods = xmalloc((n ? n : 1) * sizeof(uint64_t));
 		if (j->kind == JOB_SORT && n > SORT_MEM_MAX / sizeof(*j->recs)) {
 			j->too_big = true;
 			r = -1;
@@ -315,6 +391,9 @@ static void sort_run(struct imap_session *s)
 	}
 	if (line.len > IMAP_OUT_MAX - IMAP_STEP_BYTES)
 		j->too_big = true;
+	bool save = j->kind == JOB_SORT && (cmd->u.sort.return_opts & IMAP_SEARCH_RET_SAVE);
+	if ((j->too_big || r < 0) && save)
+		saved_clear(s); /* a failed SAVE leaves "$" empty */
 	if (j->too_big) {
 		buf_printf(&s->out, "%s NO [LIMIT] Too many messages to %s\r\n", s->tag,
 			   j->kind == JOB_SORT ? "sort" : "thread");
@@ -330,6 +409,7 @@ static void sort_run(struct imap_session *s)
 	buf_cleanup(&line);
 	free(found);
 	free(nums);
+	free(j->mods);
 	free(j->recs);
 	free(j->refs);
 	thread_set_free(&j->ts);
@@ -344,20 +424,27 @@ static void sort_done(struct imap_session *s)
 	search_key_free(&s->search);
 }
 
-static bool charset_ok(struct imap_session *s, struct view charset)
+static bool charset_ok(struct imap_session *s, struct view charset, bool save)
 {
 	if (view_eq_nocase(charset, "UTF-8") || view_eq_nocase(charset, "US-ASCII"))
 		return true;
+	if (save)
+		saved_clear(s);
 	imap_reply(s, "%s NO [BADCHARSET (UTF-8 US-ASCII)] Unsupported charset\r\n", s->tag);
 	return false;
 }
 
-static void post(struct imap_session *s, const struct imap_search_key *root)
+static void post(struct imap_session *s, const struct imap_search_key *root, bool save)
 {
 	const char *err = "Invalid search";
+	/* MODSEQ in the criteria enables CONDSTORE (RFC 7162 3.1) */
+	if (has_modseq_key(root))
+		s->condstore = true;
 	search_key_free(&s->search);
 	s->search = imap_search_program(s, root, &err);
 	if (!s->search) {
+		if (save)
+			saved_clear(s);
 		imap_bad(s, err);
 		return;
 	}
@@ -367,12 +454,9 @@ static void post(struct imap_session *s, const struct imap_search_key *root)
 void imap_cmd_sort(struct imap_session *s)
 {
 	const struct imap_command *cmd = s->cmd;
-	if (cmd->u.sort.return_opts & IMAP_SEARCH_RET_SAVE) {
-		imap_bad(s, "SEARCHRES is not supported");
-		return;
-	}
-	if (charset_ok(s, cmd->u.sort.charset))
-		post(s, cmd->u.sort.root);
+	bool save = cmd->u.sort.return_opts & IMAP_SEARCH_RET_SAVE;
+	if (charset_ok(s, cmd->u.sort.charset, save))
+		post(s, cmd->u.sort.root, save);
 }
 
 void imap_cmd_thread(struct imap_session *s)
@@ -383,6 +467,6 @@ void imap_cmd_thread(struct imap_session *s)
 		imap_bad(s, "Unknown threading algorithm");
 		return;
 	}
-	if (charset_ok(s, cmd->u.thread.charset))
-		post(s, cmd->u.thread.root);
+	if (charset_ok(s, cmd->u.thread.charset, false))
+		post(s, cmd->u.thread.root, false);
 }

@@ -3,6 +3,8 @@ imaplib against a real mailnode on loopback. Eleven messages with crafted
 headers are APPENDed with chosen internal dates (after one expunged
 message, so UIDs are sequence numbers + 1); every expected order below was
 worked out by hand from the table in messages(), not computed by the test.
+Also: ESORT with SEARCHRES ($), MODSEQ (CONDSTORE), and another session's
+changes reported around SORT (flags always, EXPUNGE only for UID SORT).
 """
 
 import imaplib
@@ -259,6 +261,40 @@ def run(t):
             typ, dat = ("NO" if "BADCHARSET" in str(e) else "BAD"), [str(e).encode()]
         t.check(typ == want, f"THREAD {alg} {cs}: {want}", dat)
 
+    # SEARCHRES (RFC 5182) with ESORT: "$" is the set, MIN/MAX alone save
+    # only those; a failed SORT leaves "$" empty.
+    typ, es = esort("SORT", "RETURN", "(SAVE)", "(DATE)", "UTF-8", "FROM", "example.net")
+    t.check(typ == "OK" and es == "", "SORT RETURN (SAVE) answers no ESEARCH", es)
+    typ, dat = m.search(None, "$")
+    t.check(typ == "OK" and dat == [b"3 7 8 10 11"], "SEARCH $ after SORT RETURN (SAVE)", dat)
+    typ, got = sort("(SUBJECT)", "$")
+    t.check(typ == "OK" and got == "10 11 3 7 8", "SORT over $", got)
+    typ, es = esort("SORT", "RETURN", "(SAVE MIN)", "(DATE)", "UTF-8", "ALL")
+    typ2, dat = m.search(None, "$")
+    t.check(typ == "OK" and es == "MIN 2" and dat == [b"2"],
+            "SORT RETURN (SAVE MIN) saves the first in sort order", (es, dat))
+    typ, es = esort("UID", "SORT", "RETURN", "(SAVE MIN MAX)", "(DATE)", "UTF-8", "ALL")
+    typ2, dat = m.uid("SEARCH", "$")
+    t.check(typ == "OK" and es == "UID MIN 3 MAX 7" and dat == [b"3 7"],
+            "UID SORT RETURN (SAVE MIN MAX)", (es, dat))
+    typ, dat = m._simple_command("SORT", "RETURN", "(SAVE)", "(DATE)", "KOI8-R", "ALL")
+    typ2, dat2 = m.search(None, "$")
+    t.check(typ == "NO" and dat2 in ([b""], [None]), "a failed SORT RETURN (SAVE) empties $",
+            (typ, dat, dat2))
+
+    # CONDSTORE (RFC 7162 3.1.5): MODSEQ in the criteria adds the highest
+    # mod-sequence of the messages returned.
+    typ, dat = m.store("4", "+FLAGS", "(\\Flagged)")
+    typ, dat = m.sort("(DATE)", "UTF-8", "MODSEQ", "1")
+    line = (dat[0] or b"").decode()
+    typ2, fdat = m.fetch("1:*", "(MODSEQ)")
+    mods = {int(x.split()[0]): int(re.search(rb"MODSEQ \((\d+)\)", x).group(1)) for x in fdat}
+    t.check(typ == "OK" and line == f"2 1 3 4 5 7 8 9 10 11 6 (MODSEQ {mods[4]})" and
+            mods[4] == max(mods.values()), "SORT with MODSEQ reports (MODSEQ n)", (line, mods))
+    typ, es = esort("SORT", "RETURN", "(MIN)", "(REVERSE DATE)", "UTF-8", "MODSEQ", "1")
+    t.check(typ == "OK" and es == f"MIN 6 MODSEQ {mods[6]}",
+            "ESORT MIN with MODSEQ: the returned message's mod-sequence", (es, mods))
+
     # Raw: exact untagged lines, and SORT before SELECT.
     s = mt.connect(iport)
     try:
@@ -277,6 +313,33 @@ def run(t):
                 "empty results", resp)
     finally:
         mt.close_quietly(s)
+
+    # Changes by another session are reported before the tagged reply; a
+    # SORT by sequence number holds back EXPUNGE, a UID SORT may send it.
+    m2 = imaplib.IMAP4(mt.HOST, iport, timeout=20)
+    m2.login(USER, PW)
+    m2.select("INBOX")
+    m2.store("5", "+FLAGS", "(\\Seen)")
+    m.untagged_responses.clear()
+    typ, got = sort("(SUBJECT)", "SUBJECT", "zebra")
+    t.check(typ == "OK" and got == "7 8" and
+            any(b"\\Seen" in x for x in m.untagged_responses.get("FETCH", [])),
+            "another session's flag change reported with SORT", m.untagged_responses)
+    m2.store("1", "+FLAGS", "(\\Deleted)")
+    m2.expunge()
+    m2.logout()
+    m.untagged_responses.clear()
+    typ, got = sort("(DATE)", "ALL")
+    t.check(typ == "OK" and got == "2 3 4 5 7 8 9 10 11 6" and
+            "EXPUNGE" not in m.untagged_responses,
+            "SORT: the expunged message is gone, numbers unchanged", (got, m.untagged_responses))
+    m.untagged_responses.clear()
+    typ, got = uid_sort("(DATE)", "ALL")
+    t.check(typ == "OK" and got == "3 4 5 6 8 9 10 11 12 7" and
+            m.untagged_responses.get("EXPUNGE") == [b"1"],
+            "UID SORT reports the EXPUNGE", (got, m.untagged_responses))
+    typ, got = sort("(DATE)", "ALL")
+    t.check(typ == "OK" and got == "1 2 3 4 6 7 8 9 10 5", "SORT after renumbering", got)
     m.logout()
 
 
