@@ -52,6 +52,8 @@ const struct config_def proxy_config_defs[] = {
 	{ "smtp.max_size", CONFIG_SIZE, "100M", 1024, 1073741824,
 	  "largest message (SIZE); capped at rpc.max_frame less 1M" },
 	{ "smtp.max_recipients", CONFIG_INT, "100", 1, 1000, "RCPT commands per message" },
+	{ "smtp.buffer_budget", CONFIG_SIZE, "1G", 1048576, 1099511627776,
+	  "message bytes all SMTP sessions of a thread may hold at once; beyond it 452 4.3.1" },
 	{ "smtp.max_errors", CONFIG_INT, "10", 1, 1000, "bad commands before a session is closed" },
 	{ "smtp.idle_timeout", CONFIG_DURATION, "5m", 1000, 3600000,
 	  "a client silent this long gets 421 and is disconnected (RFC 5321: 5m)" },
@@ -130,6 +132,8 @@ struct rpc_client *proxy_node_client(struct proxy *p, const char *addr)
 	struct rpc_client_config cc = {
 		.addr = addr,
 		.max_frame = config_get_size(p->cfg, "rpc.max_frame"),
+		/* SMTP transactions finish during a drain: keep the links. */
+		.keep_on_drain = true,
 	};
 	const char *err = NULL;
 	struct rpc_client *rc = rpc_client_new(p->loop, &cc, &err);

@@ -52,6 +52,7 @@ struct proxy {
 	enum proxy_service ls_svc[PROXY_LISTENERS_MAX];
 	size_t n_ls;
 	uint64_t next_session_id;
+	uint64_t smtp_buffered; /* message bytes SMTP sessions hold (smtp.buffer_budget) */
 };
 
 /* ---- routing (proxy/route.c) ---------------------------------------------- */

@@ -68,6 +68,7 @@ int smtp_config_load(const struct config *cfg, struct smtp_config *out, const ch
 	out->rpc_ms = (uint32_t)config_get_duration_ms(cfg, "rpc.timeout");
 	out->max_errors = (unsigned)config_get_int(cfg, "smtp.max_errors");
 	out->max_recipients = (unsigned)config_get_int(cfg, "smtp.max_recipients");
+	out->buffer_budget = config_get_size(cfg, "smtp.buffer_budget");
 	out->lim = smtp_limits_default();
 	out->lim.max_size = out->max_size;
 	out->lim.smtputf8 = true;
@@ -107,13 +108,16 @@ static struct {
 	struct metrics_counter *sessions, *early_talkers, *too_many_errors;
 	struct metrics_counter *msg_accepted, *msg_rejected, *msg_tempfail, *bytes;
 	struct metrics_counter *rcpt_accepted, *rcpt_rejected, *rcpt_tempfail;
-	struct metrics_counter *auth_ok, *auth_failed, *relay_denied, *bare_lf;
+	struct metrics_counter *auth_ok, *auth_failed, *relay_denied, *bare_lf, *no_space;
 } m;
 static pthread_once_t metrics_once = PTHREAD_ONCE_INIT;
 
 static void metrics_init(void)
 {
 	m.sessions = metrics_counter_new("smtp_sessions_total", "SMTP sessions accepted", NULL);
+	m.no_space = metrics_counter_new("smtp_buffer_budget_exceeded_total",
+					 "Messages refused with 452 4.3.1: smtp.buffer_budget reached",
+					 NULL);
 	m.early_talkers = metrics_counter_new("smtp_early_talkers_total",
 					      "Clients that talked before the greeting", NULL);
 	m.too_many_errors = metrics_counter_new("smtp_sessions_closed_for_errors_total",
@@ -200,7 +204,9 @@ struct smtp_txn {
 	struct smtp_bdat bd;
 	struct buf msg;  /* Received: + the message, bounded by SIZE */
 	size_t trace_len;
-	bool msg_failed; /* buffer refused a byte */
+	struct proxy *p;  /* whose smtp_buffered counts msg */
+	size_t accounted; /* bytes of msg counted there */
+	bool no_space;    /* over smtp.buffer_budget: the rest is dropped, 452 */
 	uint64_t size;   /* the message as received, without the trace header */
 	uint8_t rnd[16];
 	char id[17];     /* Received id and logs */
@@ -220,6 +226,8 @@ struct smtp_group {
 	size_t n;
 	unsigned attempts;
 	struct timer retry;
+	bool sent; /* DELIVER issued (it may be waiting for a retry) */
+	bool done; /* answered, or failed for good */
 };
 
 /* RCPT in progress: RESOLVE, then USER_GET for each final target. */
@@ -300,6 +308,8 @@ static void txn_free(struct smtp_txn **tp)
 	free(t->rcpts);
 	free(t->finals);
 	free(t->envid);
+	if (t->p)
+		t->p->smtp_buffered -= t->accounted;
 	buf_cleanup(&t->msg);
 	free(t);
 }
@@ -567,6 +577,7 @@ static void message_start(struct smtp_session *s, bool bdat)
 	struct smtp_txn *t = s->txn;
 	t->started = true;
 	t->bdat = bdat;
+	t->p = s->p;
 	random_bytes(t->rnd, sizeof(t->rnd));
 	hex(t->id, t->rnd, 8);
 	buf_init(&t->msg, SMTP_TRACE_MAX + s->cf->max_size);
@@ -578,10 +589,28 @@ static void message_start(struct smtp_session *s, bool bdat)
 		smtp_data_init(&t->data, s->cf->max_size, s->cf->bare_lf);
 }
 
+/* Message bytes into the buffer, within the thread's budget: beyond it
+ * the rest is dropped (the client gets 452 4.3.1 at the end) so that
+ * many large messages at once cannot exhaust the proxy's memory. */
+static int msg_append(struct smtp_txn *t, const uint8_t *p, size_t len)
+{
+	if (t->no_space)
+		return 0;
+	if (t->p->smtp_buffered + len > conf.buffer_budget) {
+		t->no_space = true;
+		metrics_inc(m.no_space);
+		return 0;
+	}
+	if (buf_append(&t->msg, p, len) < 0)
+		return -1;
+	t->accounted += len;
+	t->p->smtp_buffered += len;
+	return 0;
+}
+
 static int data_out(void *ctx, const uint8_t *p, size_t len)
 {
-	struct smtp_txn *t = ctx;
-	return buf_append(&t->msg, p, len);
+	return msg_append(ctx, p, len);
 }
 
 /* ---- delivery ------------------------------------------------------------------------ */
@@ -707,6 +736,8 @@ static bool retryable(enum rpc_status status, const Mail__Rpc__ErrorReply *err)
 static void deliver_done(void *arg, enum rpc_status status, const ProtobufCMessage *reply_msg,
 			 const Mail__Rpc__ErrorReply *err);
 
+static void group_done(struct smtp_session *s, struct smtp_group *g);
+
 static int final_cmp(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
@@ -803,8 +834,7 @@ static void deliver_done(void *arg, enum rpc_status status, const ProtobufCMessa
 		}
 		group_fail(s, gi, code, text);
 	}
-	if (--s->groups_pending == 0)
-		deliver_finish(s);
+	group_done(s, g);
 out:
 	s_leave(s);
 }
@@ -830,13 +860,55 @@ static void deliver_retry(struct timer *tm)
 			goto out;
 	}
 	group_fail(s, gi, 451, "4.3.0 mailbox node unavailable");
-	if (--s->groups_pending == 0)
-		deliver_finish(s);
+	group_done(s, g);
 out:
 	s_leave(s);
 }
 
-/* The message is complete: one DELIVER per node and shard, in parallel. */
+/* Start the groups that can go now: one DELIVER in flight per node (a
+ * node's groups follow each other, so a large message to many shards of
+ * one node is never queued there several times at once), different
+ * nodes in parallel. */
+static void send_next(struct smtp_session *s)
+{
+	for (size_t g = 0; g < s->ngroups; g++) {
+		struct smtp_group *gr = &s->groups[g];
+		if (gr->sent || gr->done)
+			continue;
+		bool busy = false;
+		for (size_t h = 0; h < s->ngroups && !busy; h++)
+			busy = s->groups[h].sent && !s->groups[h].done &&
+			       strcmp(s->groups[h].node, gr->node) == 0;
+		if (busy)
+			continue;
+		gr->sent = true;
+		if (deliver_send(s, gr) < 0) {
+			group_fail(s, (int)g, 451, "4.3.0 mailbox node unavailable");
+			gr->done = true;
+			s->groups_pending--;
+		}
+	}
+}
+
+/* Group g is over (answered or failed for good). */
+static void group_done(struct smtp_session *s, struct smtp_group *g)
+{
+	g->done = true;
+	s->groups_pending--;
+	if (s->c)
+		send_next(s);
+	else
+		for (size_t h = 0; h < s->ngroups; h++)
+			if (!s->groups[h].sent && !s->groups[h].done) {
+				/* the client is gone: nothing more to send */
+				s->groups[h].done = true;
+				s->groups_pending--;
+			}
+	if (s->groups_pending == 0)
+		deliver_finish(s);
+}
+
+/* The message is complete: one DELIVER per node and shard. */
 static void deliver_start(struct smtp_session *s)
 {
 	struct smtp_txn *t = s->txn;
@@ -875,13 +947,10 @@ static void deliver_start(struct smtp_session *s)
 	pause_input(s);
 	/* The message stays until every group is answered: a retry sends
 	 * it again. */
-	for (size_t g = 0; g < s->ngroups; g++) {
+	for (size_t g = 0; g < s->ngroups; g++)
 		timer_init(&s->groups[g].retry, deliver_retry, &s->groups[g]);
-		if (deliver_send(s, &s->groups[g]) < 0)
-			group_fail(s, (int)g, 451, "4.3.0 mailbox node unavailable");
-		else
-			s->groups_pending++;
-	}
+	s->groups_pending = s->ngroups;
+	send_next(s);
 	if (s->groups_pending == 0)
 		deliver_finish(s);
 }
@@ -895,6 +964,11 @@ static void data_end(struct smtp_session *s)
 		metrics_inc(m.bare_lf);
 	const char *enh, *text;
 	int code = smtp_data_status(&t->data, &enh, &text);
+	if (code == 250 && t->no_space) {
+		code = 452;
+		enh = "4.3.1";
+		text = "Insufficient system storage, try again later";
+	}
 	if (code != 250) {
 		char qs[300];
 		LOG_INFO("smtp", s->id, "message",
@@ -990,10 +1064,15 @@ static size_t on_chunk(struct smtp_session *s, const uint8_t *d, size_t len)
 {
 	size_t n = (size_t)MIN((uint64_t)len, s->chunk_left);
 	struct smtp_txn *t = s->txn;
-	if (!s->chunk_discard && buf_append(&t->msg, d, n) < 0) {
+	if (!s->chunk_discard && msg_append(t, d, n) < 0) {
 		t->bdat_code = 451;
 		t->bdat_enh = "4.3.0";
 		t->bdat_text = "Temporary failure storing the message";
+		chunk_refuse(s, t->bdat_code, t->bdat_enh, t->bdat_text);
+	} else if (!s->chunk_discard && t->no_space) {
+		t->bdat_code = 452;
+		t->bdat_enh = "4.3.1";
+		t->bdat_text = "Insufficient system storage, try again later";
 		chunk_refuse(s, t->bdat_code, t->bdat_enh, t->bdat_text);
 	}
 	s->chunk_left -= n;

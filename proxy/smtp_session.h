@@ -24,6 +24,7 @@ struct smtp_config {
 	uint32_t rpc_ms;            /* rpc.timeout: every call to a node */
 	unsigned max_errors;        /* smtp.max_errors */
 	unsigned max_recipients;    /* smtp.max_recipients */
+	uint64_t buffer_budget;     /* smtp.buffer_budget: messages held per thread */
 	enum smtp_lf_policy bare_lf;/* smtp.bare_lf */
 	struct smtp_limits lim;
 };
