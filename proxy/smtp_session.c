@@ -377,13 +377,12 @@ static void s_leave(struct smtp_session *s)
 
 /* ---- replies ---------------------------------------------------------------------- */
 
-static __thread struct buf rbuf;
-
-static void reply_flush(struct smtp_session *s)
+/* A reply is built in a buffer of its own and written whole. */
+static void reply_flush(struct smtp_session *s, struct buf *b)
 {
-	if (s->c && rbuf.len)
-		conn_write(s->c, rbuf.data, rbuf.len);
-	buf_reset(&rbuf);
+	if (s->c && b->len)
+		conn_write(s->c, b->data, b->len);
+	buf_cleanup(b);
 }
 
 static void reply(struct smtp_session *s, int code, const char *enh, const char *fmt, ...)
@@ -393,17 +392,16 @@ static void reply(struct smtp_session *s, int code, const char *enh, const char 
 {
 	if (!s->c)
 		return;
-	if (!rbuf.max)
-		buf_init(&rbuf, 64 * 1024);
+	struct buf rbuf;
+	buf_init(&rbuf, 64 * 1024);
 	char text[SMTP_REPLY_LINE_MAX];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
-	buf_reset(&rbuf);
 	/* ENHANCEDSTATUSCODES are only for EHLO clients (RFC 2034). */
 	smtp_reply(&rbuf, code, s->esmtp ? enh : NULL, "%s", text);
-	reply_flush(s);
+	reply_flush(s, &rbuf);
 }
 
 static void close_session(struct smtp_session *s)
@@ -1596,11 +1594,10 @@ static void cmd_ehlo(struct smtp_session *s, const struct smtp_command *cmd)
 		.starttls = starttls_offered(s),
 		.auth = auth_offered(s) && !s->auth_user ? "PLAIN LOGIN" : NULL,
 	};
-	if (!rbuf.max)
-		buf_init(&rbuf, 64 * 1024);
-	buf_reset(&rbuf);
+	struct buf rbuf;
+	buf_init(&rbuf, 64 * 1024);
 	smtp_ehlo_reply(&rbuf, s->p->hostname, "Hello", &caps);
-	reply_flush(s);
+	reply_flush(s, &rbuf);
 }
 
 static void mail_checked(void *arg, enum limits_verdict v)
