@@ -371,7 +371,9 @@ static void dispatch(struct imap_proxy *s, const struct imap_command *cmd)
 			 * the loop: it must not be read as post-TLS input. */
 			imap_parser_reset(s->parser);
 			s->tls_started = true;
-			conn_starttls_server(s->c, s->p->tls);
+			/* Never go on in plaintext after "Begin TLS". */
+			if (conn_starttls_server(s->c, s->p->tls) < 0)
+				conn_close(s->c);
 		}
 		break;
 	case IMAP_CMD_LOGIN:

@@ -313,7 +313,9 @@ static void dispatch(struct pop3_proxy *s, const struct pop3_command *cmd)
 			reply(s, "+OK begin TLS negotiation");
 			s->user[0] = '\0';
 			s->tls_started = true;
-			conn_starttls_server(s->c, s->p->tls);
+			/* Never go on in plaintext after "begin TLS". */
+			if (conn_starttls_server(s->c, s->p->tls) < 0)
+				conn_close(s->c);
 		}
 		break;
 	case POP3_CMD_USER:
