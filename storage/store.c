@@ -1608,6 +1608,61 @@ void body_writer_free(struct body_writer **bwp)
 
 /* ---- delivery ------------------------------------------------------------ */
 
+/* The body's hash and MIME description (the writer's parser is used up). */
+static void bw_finish(struct body_writer *bw, uint8_t hash[32], struct buf *mime)
+{
+	SHA256_CTX c = bw->sha;
+	SHA256_Final(hash, &c);
+	buf_init(mime, 0);
+	if (bw->mime) {
+		mime_parser_finish(bw->mime, mime);
+		mime_parser_free(&bw->mime);
+	}
+}
+
+/* Add refs references to the body, writing its chunks and record when it
+ * is new to the shard (read through the pending group, so a body added
+ * earlier in the same operation counts as present). */
+static int w_body_add(struct shard *sh, struct body_writer *bw, const uint8_t hash[32],
+		      struct view mime, uint64_t refs, const char **error_r)
+{
+	struct key k;
+	key_body(&k, hash);
+	struct buf v;
+	buf_init(&v, 0);
+	int r = w_get(sh, k.b, k.len, &v, error_r);
+	struct body_rec br;
+	int ret = 0;
+	if (r == 1 && dec_body(buf_view(&v), &br)) {
+		br.refcount += refs;
+		struct buf nv;
+		buf_init(&nv, 0);
+		enc_body(&nv, &br);
+		w_put(sh, k.b, k.len, nv.data, nv.len);
+		buf_cleanup(&nv);
+	} else if (r == 0) {
+		for (size_t i = 0; i < bw->nchunks; i++) {
+			struct key ck;
+			key_chunk(&ck, hash, (uint32_t)i);
+			size_t len = i + 1 == bw->nchunks ? bw->last_len : bw->chunk_size;
+			w_put(sh, ck.b, ck.len, bw->chunks[i], len);
+		}
+		br = (struct body_rec){ .refcount = refs, .size = bw->size,
+					.nchunks = (uint32_t)bw->nchunks,
+					.chunk_size = (uint32_t)bw->chunk_size,
+					.mime = mime };
+		struct buf nv;
+		buf_init(&nv, 0);
+		enc_body(&nv, &br);
+		w_put(sh, k.b, k.len, nv.data, nv.len);
+		buf_cleanup(&nv);
+	} else {
+		ret = r < 0 ? -1 : fail(error_r, NULL, ST_IO, "corrupt body record");
+	}
+	buf_cleanup(&v);
+	return ret;
+}
+
 struct tgt_state {
 	struct user_info user;
 	bool user_loaded;
@@ -1688,14 +1743,8 @@ static int deliver_impl(struct shard *sh, struct body_writer *bw, uint64_t inter
 		return fail(error_r, status_r, ST_TOO_LARGE, "message larger than %llu bytes",
 			    (unsigned long long)sh->st->opts.max_message_bytes);
 	uint8_t hash[32];
-	SHA256_CTX c = bw->sha;
-	SHA256_Final(hash, &c);
 	struct buf mime;
-	buf_init(&mime, 0);
-	if (bw->mime) {
-		mime_parser_finish(bw->mime, &mime);
-		mime_parser_free(&bw->mime);
-	}
+	bw_finish(bw, hash, &mime);
 	uint64_t save = now_ms();
 	if (!internal_date_ms)
 		internal_date_ms = save;
@@ -1818,39 +1867,7 @@ static int deliver_impl(struct shard *sh, struct body_writer *bw, uint64_t inter
 			if (t[i].status_r == ST_OK && ts[i].mbox.user[0])
 				w_save_mbox(sh, &ts[i].mbox);
 		}
-		struct key k;
-		key_body(&k, hash);
-		struct buf v;
-		buf_init(&v, 0);
-		int r = w_get(sh, k.b, k.len, &v, error_r);
-		struct body_rec br;
-		if (r == 1 && dec_body(buf_view(&v), &br)) {
-			br.refcount += ok;
-			struct buf nv;
-			buf_init(&nv, 0);
-			enc_body(&nv, &br);
-			w_put(sh, k.b, k.len, nv.data, nv.len);
-			buf_cleanup(&nv);
-		} else if (r == 0) {
-			for (size_t i = 0; i < bw->nchunks; i++) {
-				struct key ck;
-				key_chunk(&ck, hash, (uint32_t)i);
-				size_t len = i + 1 == bw->nchunks ? bw->last_len : bw->chunk_size;
-				w_put(sh, ck.b, ck.len, bw->chunks[i], len);
-			}
-			br = (struct body_rec){ .refcount = ok, .size = bw->size,
-						.nchunks = (uint32_t)bw->nchunks,
-						.chunk_size = (uint32_t)bw->chunk_size,
-						.mime = buf_view(&mime) };
-			struct buf nv;
-			buf_init(&nv, 0);
-			enc_body(&nv, &br);
-			w_put(sh, k.b, k.len, nv.data, nv.len);
-			buf_cleanup(&nv);
-		} else {
-			ret = r < 0 ? -1 : fail(error_r, NULL, ST_IO, "corrupt body record");
-		}
-		buf_cleanup(&v);
+		ret = w_body_add(sh, bw, hash, buf_view(&mime), ok, error_r);
 		if (ret == 0 && id.len) {
 			struct key dk;
 			key_delivery(&dk, id);
@@ -1923,6 +1940,94 @@ long store_deliveries_prune(struct shard *sh, uint64_t before_ms, const char **e
 	return r < 0 ? -1 : (long)ps.n;
 }
 
+int store_append(struct shard *sh, const char *user, uint64_t mailbox_id,
+		 struct append_msg *msgs, size_t n, uint32_t *uidvalidity_r,
+		 enum storage_status *status_r, const char **error_r)
+{
+	uint64_t total = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (msgs[i].bw->too_large)
+			return fail(error_r, status_r, ST_TOO_LARGE, "message larger than %llu bytes",
+				    (unsigned long long)sh->st->opts.max_message_bytes);
+		total += msgs[i].bw->size;
+	}
+	uint8_t(*hash)[32] = xcalloc(n ? n : 1, sizeof(*hash));
+	struct buf *mime = xcalloc(n ? n : 1, sizeof(*mime));
+	for (size_t i = 0; i < n; i++)
+		bw_finish(msgs[i].bw, hash[i], &mime[i]);
+	uint64_t save = now_ms();
+	int ret = -1;
+	if (sh_begin(sh, status_r, error_r) < 0)
+		goto out;
+	struct user_info u;
+	struct mbox_rec m;
+	enum storage_status why = ST_OK;
+	int r = w_load_user(sh, user, &u, error_r);
+	if (r == 0)
+		why = ST_NOT_FOUND;
+	else if (r == 1 && !u.enabled)
+		why = ST_DISABLED;
+	else if (r == 1 && u.quota_bytes && u.used_bytes + total > u.quota_bytes)
+		why = ST_OVER_QUOTA;
+	if (r == 1 && why == ST_OK) {
+		r = w_load_mbox(sh, mailbox_id, &m, error_r);
+		if (r == 0 || (r == 1 && strcmp(m.user, user) != 0))
+			why = ST_NOT_FOUND;
+		else if (r == 1 && (uint64_t)m.m.uidnext + n > UINT32_MAX)
+			why = ST_INVALID; /* UID space exhausted */
+	}
+	if (r < 0 || why != ST_OK) {
+		sh_abort(sh);
+		if (r < 0)
+			fail_io(error_r, status_r);
+		else
+			fail(error_r, status_r, why, "%s", why == ST_OVER_QUOTA ? "over quota"
+						       : why == ST_INVALID  ? "no UIDs left"
+						       : why == ST_DISABLED ? "user disabled"
+									    : "no such mailbox");
+		goto out;
+	}
+	for (size_t i = 0; i < n && r >= 0; i++) {
+		struct msg_info msg = {
+			.uid = m.m.uidnext++,
+			.modseq = ++m.m.highestmodseq,
+			.flags = msgs[i].flags,
+			.keywords = (char **)msgs[i].keywords,
+			.internal_date_ms = msgs[i].internal_date_ms ? msgs[i].internal_date_ms : save,
+			.save_date_ms = save,
+			.size = msgs[i].bw->size,
+		};
+		memcpy(msg.body_hash, hash[i], 32);
+		w_save_msg(sh, mailbox_id, &msg);
+		m.m.messages++;
+		if (!(msg.flags & FLAG_SEEN))
+			m.m.unseen++;
+		m.m.size += msg.size;
+		u.used_bytes += msg.size;
+		u.used_messages++;
+		msgs[i].uid_r = msg.uid;
+		r = w_body_add(sh, msgs[i].bw, hash[i], buf_view(&mime[i]), 1, error_r);
+	}
+	if (r < 0) {
+		sh_abort(sh);
+		fail_io(error_r, status_r);
+		goto out;
+	}
+	w_save_mbox(sh, &m);
+	w_save_user(sh, &u);
+	*uidvalidity_r = m.m.uidvalidity;
+	set_ok(status_r);
+	ret = sh_end(sh, true, status_r, error_r);
+	if (ret == 0)
+		mailbox_changed(sh, mailbox_id);
+out:
+	for (size_t i = 0; i < n; i++)
+		buf_cleanup(&mime[i]);
+	free(mime);
+	free(hash);
+	return ret;
+}
+
 /* ---- message reads -------------------------------------------------------- */
 
 struct msg_collect {
@@ -1992,6 +2097,55 @@ int store_fetch_range(struct shard *sh, uint64_t mailbox_id, uint32_t first_uid,
 	}
 	*out = c.list;
 	*n_r = c.n;
+	return 0;
+}
+
+struct deleted_count {
+	uint32_t n;
+	uint64_t bytes;
+	bool bad;
+};
+
+static int count_deleted(void *arg, struct view k, struct view v)
+{
+	UNUSED(k);
+	struct deleted_count *c = arg;
+	/* Only the fixed head of the record: version, modseq, flags, dates,
+	 * size (enc_msg). */
+	struct dec d = dec_make(v.ptr, v.len);
+	if (get_u8(&d) != RECORD_VERSION) {
+		c->bad = true;
+		return 1;
+	}
+	(void)get_u64(&d);
+	uint32_t flags = get_u32(&d);
+	(void)get_u64(&d);
+	(void)get_u64(&d);
+	uint64_t size = get_u64(&d);
+	if (d.bad) {
+		c->bad = true;
+		return 1;
+	}
+	if (flags & FLAG_DELETED) {
+		c->n++;
+		c->bytes += size;
+	}
+	return 0;
+}
+
+int store_mailbox_deleted(struct shard *sh, uint64_t mailbox_id, uint32_t *count_r,
+			  uint64_t *bytes_r, const char **error_r)
+{
+	uint8_t prefix[9];
+	prefix[0] = KEY_MESSAGE;
+	be64(prefix + 1, mailbox_id);
+	struct deleted_count c = { 0 };
+	if (scan_prefix(sh, prefix, 9, count_deleted, &c, error_r) < 0)
+		return -1;
+	if (c.bad)
+		return fail(error_r, NULL, ST_IO, "corrupt message record");
+	*count_r = c.n;
+	*bytes_r = c.bytes;
 	return 0;
 }
 

@@ -261,11 +261,33 @@ int store_deliver_once(struct shard *sh, struct body_writer *bw, uint64_t intern
  * the number deleted, or -1. Blocking: worker threads only. */
 long store_deliveries_prune(struct shard *sh, uint64_t before_ms, const char **error_r);
 
+/* APPEND (and MULTIAPPEND) into one mailbox of user: every message is
+ * stored in one atomic batch, or none is. Fails with ST_TOO_LARGE (a
+ * message over the size limit), ST_OVER_QUOTA (all of them together do not
+ * fit), ST_NOT_FOUND (user or mailbox gone), ST_DISABLED (user disabled),
+ * ST_INVALID (UIDs exhausted).
+ * The writers are used up (free them afterwards); uid_r of each message
+ * and *uidvalidity_r are set on success, UIDs ascending in message order. */
+struct append_msg {
+	struct body_writer *bw;
+	uint64_t internal_date_ms;   /* 0 = now */
+	uint32_t flags;
+	const char *const *keywords; /* NULL-terminated or NULL */
+	uint32_t uid_r;
+};
+int store_append(struct shard *sh, const char *user, uint64_t mailbox_id,
+		 struct append_msg *msgs, size_t n, uint32_t *uidvalidity_r,
+		 enum storage_status *status_r, const char **error_r);
+
 /* Messages of a mailbox with first_uid <= uid <= last_uid in UID order;
  * *out malloc'ed, free each with msg_info_cleanup and then the array. */
 int store_fetch_range(struct shard *sh, uint64_t mailbox_id, uint32_t first_uid,
 		      uint32_t last_uid, struct msg_info **out, size_t *n_r,
 		      const char **error_r);
+/* Messages flagged \Deleted in the mailbox, and their total size (STATUS
+ * DELETED and DELETED-STORAGE); reads every message record's head. */
+int store_mailbox_deleted(struct shard *sh, uint64_t mailbox_id, uint32_t *count_r,
+			  uint64_t *bytes_r, const char **error_r);
 /* All UIDs of the mailbox in order (for sequence-number mapping). */
 int store_uids(struct shard *sh, uint64_t mailbox_id, uint32_t **uids_r, size_t *n_r,
 	       const char **error_r);

@@ -661,6 +661,99 @@ static void test_too_large(struct shard *sh, uint64_t max)
 	VERIFY(sh);
 }
 
+/* ---- APPEND / MULTIAPPEND ------------------------------------------------------ */
+
+static void test_append(struct shard *sh, uint64_t max)
+{
+	const char *g = "grace@example.test";
+	CHECK(store_user_create(sh, g, "", 50000, &status, &err) == 0);
+	struct mailbox_info in0 = mbox(sh, g, "Drafts");
+	uint8_t *p[3];
+	size_t len[3] = { 3000, 4000, 3000 };
+	for (int i = 0; i < 3; i++)
+		p[i] = make_msg(i == 2 ? 900 : 900 + (uint64_t)i, len[i]); /* 0 and 2 alike */
+	const char *kw[] = { "$Label1", NULL };
+	struct append_msg m[3];
+	for (int i = 0; i < 3; i++)
+		m[i] = (struct append_msg){ .bw = writer_for(sh, p[i], len[i]),
+					    .internal_date_ms = i == 1 ? 1600000000000ull : 0,
+					    .flags = i == 0 ? FLAG_SEEN : FLAG_DELETED,
+					    .keywords = i == 2 ? kw : NULL };
+	uint32_t uv = 0;
+	struct key_count h0 = keys(sh, 'h');
+	CHECK(store_append(sh, g, in0.id, m, 3, &uv, &status, &err) == 0 && status == ST_OK);
+	CHECK(uv == in0.uidvalidity);
+	CHECK(m[0].uid_r == in0.uidnext && m[1].uid_r == m[0].uid_r + 1 &&
+	      m[2].uid_r == m[1].uid_r + 1);
+	for (int i = 0; i < 3; i++)
+		body_writer_free(&m[i].bw);
+	/* one new body record for the two alike */
+	CHECK(keys(sh, 'h').n == h0.n + 2);
+	struct mailbox_info in1 = mbox(sh, g, "Drafts");
+	CHECK(in1.messages == in0.messages + 3 && in1.unseen == in0.unseen + 2 &&
+	      in1.size == in0.size + 10000 && in1.uidnext == in0.uidnext + 3);
+	CHECK(user(sh, g).used_bytes == 10000 && user(sh, g).used_messages == 3);
+	struct msg_info mi;
+	CHECK(fetch1(sh, in0.id, m[1].uid_r, &mi) && mi.internal_date_ms == 1600000000000ull &&
+	      mi.flags == FLAG_DELETED);
+	msg_info_cleanup(&mi);
+	CHECK(fetch1(sh, in0.id, m[2].uid_r, &mi) && has_kw(mi.keywords, "$Label1") &&
+	      mi.internal_date_ms > 1600000000000ull);
+	msg_info_cleanup(&mi);
+	uint32_t nd = 0;
+	uint64_t bd = 0;
+	CHECK(store_mailbox_deleted(sh, in0.id, &nd, &bd, &err) == 0 && nd == 2 && bd == 7000);
+	VERIFY(sh);
+
+	/* all or nothing: over quota together, though each would fit */
+	struct key_count m0 = keys(sh, 'i');
+	h0 = keys(sh, 'h');
+	uint8_t *q = make_msg(950, 30000);
+	uint8_t *q2 = make_msg(951, 30000);
+	struct append_msg mq[2] = { { .bw = writer_for(sh, q, 30000) },
+				    { .bw = writer_for(sh, q2, 30000) } };
+	CHECK(store_append(sh, g, in0.id, mq, 2, &uv, &status, &err) == -1 &&
+	      status == ST_OVER_QUOTA);
+	body_writer_free(&mq[0].bw);
+	body_writer_free(&mq[1].bw);
+	/* a message over the size limit */
+	mq[0].bw = writer_for(sh, q, 30000);
+	mq[1].bw = body_writer_new(sh);
+	uint8_t *big = make_msg(952, (size_t)max + 1);
+	CHECK(body_writer_add(mq[1].bw, big, (size_t)max + 1) == -1);
+	CHECK(store_append(sh, g, in0.id, mq, 2, &uv, &status, &err) == -1 &&
+	      status == ST_TOO_LARGE);
+	body_writer_free(&mq[0].bw);
+	body_writer_free(&mq[1].bw);
+	/* a mailbox of another user, a missing one */
+	mq[0].bw = writer_for(sh, q, 30000);
+	struct mailbox_info other = mbox(sh, "bob@example.test", "INBOX");
+	CHECK(store_append(sh, g, other.id, mq, 1, &uv, &status, &err) == -1 &&
+	      status == ST_NOT_FOUND);
+	body_writer_free(&mq[0].bw);
+	mq[0].bw = writer_for(sh, q, 30000);
+	CHECK(store_append(sh, g, 999999, mq, 1, &uv, &status, &err) == -1 &&
+	      status == ST_NOT_FOUND);
+	body_writer_free(&mq[0].bw);
+	CHECK(keys(sh, 'i').n == m0.n && keys(sh, 'h').n == h0.n);
+	struct mailbox_info in2 = mbox(sh, g, "Drafts");
+	CHECK(in2.messages == in1.messages && in2.uidnext == in1.uidnext &&
+	      in2.highestmodseq == in1.highestmodseq);
+	CHECK(user(sh, g).used_bytes == 10000);
+	/* one that fits still goes in */
+	mq[0].bw = writer_for(sh, q, 30000);
+	CHECK(store_append(sh, g, in0.id, mq, 1, &uv, &status, &err) == 0 &&
+	      mq[0].uid_r == in1.uidnext);
+	body_writer_free(&mq[0].bw);
+	CHECK(store_mailbox_deleted(sh, in0.id, &nd, &bd, &err) == 0 && nd == 2 && bd == 7000);
+	free(q);
+	free(q2);
+	free(big);
+	for (int i = 0; i < 3; i++)
+		free(p[i]);
+	VERIFY(sh);
+}
+
 /* ---- flags, expunge, changes, copy/move ---------------------------------------- */
 
 static void test_flags_expunge(struct shard *sh)
@@ -1302,6 +1395,7 @@ int main(void)
 	test_mailboxes(sh);
 	test_deliver(sh);
 	test_too_large(sh, max);
+	test_append(sh, max);
 	test_flags_expunge(sh);
 	test_copy_move(sh);
 	test_replication(sh, root);
