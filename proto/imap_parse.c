@@ -2686,6 +2686,7 @@ static const struct {
 	{ "HIGHESTMODSEQ", IMAP_STATUS_HIGHESTMODSEQ },
 	{ "APPENDLIMIT", IMAP_STATUS_APPENDLIMIT },
 	{ "MAILBOXID", IMAP_STATUS_MAILBOXID },
+	{ "DELETED-STORAGE", IMAP_STATUS_DELETED_STORAGE },
 };
 
 static int get_status_items(struct imap_parser *p, const struct imap_arg *a,
@@ -2742,8 +2743,9 @@ static int cmd_list(struct l2 *c)
 			else
 				return bad(p, "Unknown LIST selection option");
 		}
-		if ((o & IMAP_LIST_SEL_RECURSIVEMATCH) &&
-		    !(o & ~(IMAP_LIST_SEL_RECURSIVEMATCH | IMAP_LIST_SEL_REMOTE)))
+		/* SUBSCRIBED is the only base option: REMOTE and SPECIAL-USE
+		 * are independent ones (RFC 5258 3, RFC 6154 6). */
+		if ((o & IMAP_LIST_SEL_RECURSIVEMATCH) && !(o & IMAP_LIST_SEL_SUBSCRIBED))
 			return bad(p, "RECURSIVEMATCH needs another option");
 		cmd->u.list.select_opts = o;
 	}

@@ -384,6 +384,7 @@ enum imap_store_op {
 #define IMAP_STATUS_HIGHESTMODSEQ (1u << 7)
 #define IMAP_STATUS_APPENDLIMIT (1u << 8)
 #define IMAP_STATUS_MAILBOXID (1u << 9)
+#define IMAP_STATUS_DELETED_STORAGE (1u << 10) /* RFC 9208 */
 
 /* LIST selection options. */
 #define IMAP_LIST_SEL_SUBSCRIBED (1u << 0)
