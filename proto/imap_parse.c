@@ -537,7 +537,9 @@ static enum step lit_announce(struct imap_parser *p)
 		ok = n <= p->lim.max_literal && used <= p->lim.max_command &&
 		     n <= p->lim.max_command - used;
 	}
-	if (p->lit_plus && n > p->lim.max_nonsync_literal)
+	/* A streamed message is held nowhere: max_stream_literal is its
+	 * only bound, synchronizing or not. */
+	if (p->lit_plus && !stream && n > p->lim.max_nonsync_literal)
 		ok = false;
 
 	if (!p->lit_plus) {

@@ -1210,6 +1210,40 @@ static void test_sink(void)
 	CHECK(seen_ok);
 	CHECK(s.got.len == 2); /* "01" arrived with the header's chunk */
 
+	/* a streamed {n+} message is bounded by max_stream_literal alone
+	 * (nothing of it is held), not by max_nonsync_literal */
+	buf_cleanup(&s.got);
+	buf_init(&s.got, 0);
+	s.fail_after = -1;
+	s.calls = 0;
+	{
+		struct buf big;
+		buf_init(&big, 0);
+		buf_printf(&big, "C APPEND INBOX {%zu+}\r\n", 2 * msg_len);
+		buf_append(&big, msg, msg_len);
+		buf_append(&big, msg, msg_len);
+		put(&big, "\r\n");
+		int ok = 0;
+		for (o = 0; o < big.len; o += used) {
+			enum imap_result r = imap_parser_feed(p, big.data + o,
+							      MIN((size_t)65536, big.len - o), &used);
+			if (r != IMAP_OK && r != IMAP_MORE) {
+				CHECK(r == IMAP_OK || r == IMAP_MORE);
+				imap_parser_reset(p);
+				break;
+			}
+			if (r == IMAP_OK) {
+				const struct imap_command *c = imap_parser_command(p);
+				CHECK(c->u.append.count == 1 && c->u.append.msgs[0].streamed &&
+				      c->u.append.msgs[0].size == 2 * msg_len &&
+				      !c->u.append.sink_failed);
+				ok++;
+			}
+		}
+		CHECK(ok == 1 && s.got.len == 2 * msg_len);
+		buf_cleanup(&big);
+	}
+
 	/* without a sink the message is held, bounded by max_literal */
 	imap_parser_set_sink(p, NULL);
 	CHECK(imap_parser_feed(p, in.data, head_len, &used) == IMAP_LITERAL_WAIT);
