@@ -106,10 +106,12 @@ struct imap_session {
 	bool auth_broken; /* storage error during login */
 	const char *auth_mech; /* static string */
 
-	/* APPEND */
-	struct body_writer *bw;
+	/* APPEND: one body writer per message literal of the command being
+	 * read (several with MULTIAPPEND), filled by the parser's sink */
+	struct body_writer **bws;
 	unsigned bw_count;
-	bool bw_too_large;
+	uint64_t bw_bytes; /* announced sizes, bounded by APPENDLIMIT */
+	uint8_t bw_fail;   /* why the sink refused (imap_append.c) */
 
 	/* IDLE: the selected mailbox's change counter is watched every
 	 * IMAP_IDLE_POLL_MS */
@@ -212,6 +214,12 @@ struct search_key *imap_search_program(struct imap_session *s, const struct imap
 void imap_cmd_sort(struct imap_session *s);
 void imap_cmd_thread(struct imap_session *s);
 void imap_cmd_append(struct imap_session *s);
+/* Drop the messages of an APPEND being read. */
+void imap_append_reset(struct imap_session *s);
+/* At a synchronizing literal of an APPEND: when the sink refused the
+ * command already (too many messages or bytes), reply NO now, so the
+ * client does not send the literal (the caller resets the parser). */
+bool imap_append_refused(struct imap_session *s);
 void imap_cmd_fetch(struct imap_session *s);
 void imap_fetch_free(struct imap_fetch **f);
 /* The literal sink for APPEND. */

@@ -14,11 +14,13 @@
 #include "storage/pwhash.h"
 #include "storage/search.h"
 
+/* APPENDLIMIT=<storage.max_message> follows (caps_str). */
 #define IMAP_CAPS                                                                       \
 	"IMAP4rev2 IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN ENABLE ID IDLE NAMESPACE UIDPLUS " \
 	"MOVE UNSELECT SPECIAL-USE CHILDREN CONDSTORE QRESYNC ESEARCH SEARCHRES BINARY "   \
 	"SAVEDATE COMPRESS=DEFLATE SORT SORT=DISPLAY ESORT THREAD=ORDEREDSUBJECT "         \
-	"THREAD=REFERENCES"
+	"THREAD=REFERENCES LIST-EXTENDED LIST-STATUS CREATE-SPECIAL-USE STATUS=SIZE "      \
+	"MULTIAPPEND QUOTA QUOTA=RES-STORAGE"
 #define IMAP_MAX_ERRORS 20
 #define IMAP_MAX_AUTH_FAILURES 3
 #define IMAP_IDLE_PREAUTH_MS (60 * 1000)
@@ -34,6 +36,26 @@ const char *imap_state_str(enum imap_state st)
 	case IMAP_STATE_LOGOUT: return "logout";
 	}
 	return "?";
+}
+
+#define IMAP_CAPS_MAX 512
+
+/* IMAP_CAPS and this node's APPENDLIMIT. */
+static const char *caps_str(const struct imap_session *s, char out[IMAP_CAPS_MAX])
+{
+	snprintf(out, IMAP_CAPS_MAX, IMAP_CAPS " APPENDLIMIT=%llu",
+		 (unsigned long long)node_max_message(s->node));
+	return out;
+}
+
+/* Parser limits; an APPEND message may be as large as the store takes. */
+static struct imap_limits session_limits(const struct imap_session *s, bool authed)
+{
+	if (!authed)
+		return imap_limits_preauth();
+	struct imap_limits lim = imap_limits_default();
+	lim.max_stream_literal = node_max_message(s->node);
+	return lim;
 }
 
 static void enter_state(struct imap_session *s, enum imap_state st)
@@ -62,7 +84,7 @@ static struct imap_parser *session_parser(struct imap_session *s)
 	if (s->parser)
 		return s->parser;
 	bool authed = s->user != NULL;
-	struct imap_limits lim = authed ? imap_limits_default() : imap_limits_preauth();
+	struct imap_limits lim = session_limits(s, authed);
 	s->parser = imap_parser_new(&lim);
 	if (s->utf8)
 		imap_parser_set_utf8(s->parser, true);
@@ -79,7 +101,7 @@ static void session_free(struct imap_session *s)
 	if (timer_armed(&s->idle_timer))
 		timer_stop(s->loop, &s->idle_timer);
 	imap_parser_free(&s->parser);
-	body_writer_free(&s->bw);
+	imap_append_reset(s);
 	imap_fetch_free(&s->fetch);
 	search_key_free(&s->search);
 	if (s->auth_pass) {
@@ -447,7 +469,7 @@ static void login_complete(struct imap_session *s, const char *user, struct shar
 	s->sh = sh;
 	enter_state(s, IMAP_STATE_AUTH);
 	if (s->parser) {
-		struct imap_limits lim = imap_limits_default();
+		struct imap_limits lim = session_limits(s, true);
 		imap_parser_set_limits(s->parser, &lim);
 		struct imap_literal_sink sink = imap_append_sink_ops;
 		sink.ctx = s;
@@ -489,7 +511,8 @@ static void auth_done(struct imap_session *s)
 	login_complete(s, s->auth_user, s->auth_sh);
 	auth_user_free(s);
 	LOG_INFO("imap", s->id, "login", "user=%s mech=%s", q, s->auth_mech);
-	imap_reply(s, "%s OK [CAPABILITY " IMAP_CAPS "] Logged in\r\n", s->tag);
+	char caps[IMAP_CAPS_MAX];
+	imap_reply(s, "%s OK [CAPABILITY %s] Logged in\r\n", s->tag, caps_str(s, caps));
 }
 
 /* Takes the credentials (copied); the caller wipes its own. */
@@ -821,6 +844,46 @@ static void subscribe_run(struct imap_session *s)
 			   on ? "SUBSCRIBE" : "UNSUBSCRIBE");
 }
 
+/* "* STATUS name (...)" with the asked items, in RFC 9051 order. DELETED
+ * and DELETED-STORAGE read the mailbox's message records. -1 (nothing
+ * written) on a storage error. */
+static int put_status(struct imap_session *s, const struct mailbox_info *mi, unsigned it)
+{
+	uint32_t ndel = 0;
+	uint64_t del_bytes = 0;
+	const char *err = NULL;
+	if ((it & (IMAP_STATUS_DELETED | IMAP_STATUS_DELETED_STORAGE)) &&
+	    store_mailbox_deleted(s->sh, mi->id, &ndel, &del_bytes, &err) < 0)
+		return -1;
+	buf_printf(&s->out, "* STATUS ");
+	imap_put_mailbox(s, &s->out, mi->name);
+	buf_printf(&s->out, " (");
+	const char *sp = "";
+#define STATUS_ITEM(bit, fmt, val)                                             \
+	do {                                                                   \
+		if (it & (bit)) {                                              \
+			buf_printf(&s->out, "%s" fmt, sp, val);                \
+			sp = " ";                                              \
+		}                                                              \
+	} while (0)
+	STATUS_ITEM(IMAP_STATUS_MESSAGES, "MESSAGES %u", mi->messages);
+	STATUS_ITEM(IMAP_STATUS_UIDNEXT, "UIDNEXT %u", mi->uidnext);
+	STATUS_ITEM(IMAP_STATUS_UIDVALIDITY, "UIDVALIDITY %u", mi->uidvalidity);
+	STATUS_ITEM(IMAP_STATUS_UNSEEN, "UNSEEN %u", mi->unseen);
+	STATUS_ITEM(IMAP_STATUS_DELETED, "DELETED %u", ndel);
+	STATUS_ITEM(IMAP_STATUS_SIZE, "SIZE %llu", (unsigned long long)mi->size);
+	STATUS_ITEM(IMAP_STATUS_RECENT, "RECENT %u", 0u);
+	STATUS_ITEM(IMAP_STATUS_HIGHESTMODSEQ, "HIGHESTMODSEQ %llu",
+		    (unsigned long long)mi->highestmodseq);
+	STATUS_ITEM(IMAP_STATUS_APPENDLIMIT, "APPENDLIMIT %llu",
+		    (unsigned long long)node_max_message(s->node));
+	STATUS_ITEM(IMAP_STATUS_DELETED_STORAGE, "DELETED-STORAGE %llu",
+		    (unsigned long long)del_bytes);
+#undef STATUS_ITEM
+	buf_printf(&s->out, ")\r\n");
+	return 0;
+}
+
 static void status_run(struct imap_session *s)
 {
 	const struct imap_command *cmd = s->cmd;
@@ -833,69 +896,110 @@ static void status_run(struct imap_session *s)
 		status_write(s, st, "STATUS");
 		return;
 	}
-	unsigned it = cmd->u.status.items;
-	buf_printf(&s->out, "* STATUS ");
-	imap_put_mailbox(s, &s->out, mi.name);
-	buf_printf(&s->out, " (");
-	const char *sp = "";
-	if (it & IMAP_STATUS_MESSAGES) {
-		buf_printf(&s->out, "%sMESSAGES %u", sp, mi.messages);
-		sp = " ";
-	}
-	if (it & IMAP_STATUS_UIDNEXT) {
-		buf_printf(&s->out, "%sUIDNEXT %u", sp, mi.uidnext);
-		sp = " ";
-	}
-	if (it & IMAP_STATUS_UIDVALIDITY) {
-		buf_printf(&s->out, "%sUIDVALIDITY %u", sp, mi.uidvalidity);
-		sp = " ";
-	}
-	if (it & IMAP_STATUS_UNSEEN) {
-		buf_printf(&s->out, "%sUNSEEN %u", sp, mi.unseen);
-		sp = " ";
-	}
-	if (it & IMAP_STATUS_SIZE) {
-		buf_printf(&s->out, "%sSIZE %llu", sp, (unsigned long long)mi.size);
-		sp = " ";
-	}
-	if (it & IMAP_STATUS_RECENT) {
-		buf_printf(&s->out, "%sRECENT 0", sp);
-		sp = " ";
-	}
-	if (it & IMAP_STATUS_HIGHESTMODSEQ) {
-		buf_printf(&s->out, "%sHIGHESTMODSEQ %llu", sp, (unsigned long long)mi.highestmodseq);
-		sp = " ";
-	}
-	buf_printf(&s->out, ")\r\n%s OK STATUS completed\r\n", s->tag);
+	if (put_status(s, &mi, cmd->u.status.items) < 0)
+		buf_printf(&s->out, "%s NO [SERVERBUG] Storage error\r\n", s->tag);
+	else
+		buf_printf(&s->out, "%s OK STATUS completed\r\n", s->tag);
 }
 
-/* '*' matches anything, '%' anything but the delimiter. INBOX matches
- * case-insensitively. */
+/* ---- LIST, LSUB (LIST-EXTENDED, LIST-STATUS, SPECIAL-USE) ------------------- */
+
+#define LIST_MAX_PATTERNS 256
+
+/* Does name match pat? '*' matches anything, '%' anything but the
+ * delimiter. Run as a set of pattern positions advanced one name byte at a
+ * time, so any pattern costs at most strlen(pat) * strlen(name) steps (a
+ * backtracking matcher is exponential in the number of wildcards). */
 static bool list_match(const char *pat, const char *name, bool nocase)
 {
-	for (;; pat++, name++) {
-		if (*pat == '*' || *pat == '%') {
-			bool star = *pat == '*';
-			while (pat[1] == '*' || pat[1] == '%') {
-				star = star || pat[1] == '*';
-				pat++;
-			}
-			for (const char *n = name;; n++) {
-				if (list_match(pat + 1, n, nocase))
-					return true;
-				if (!*n || (!star && *n == '/'))
-					return false;
-			}
+	size_t pl = strlen(pat);
+	uint8_t a[2 * MAILBOX_NAME_MAX + 2], b[2 * MAILBOX_NAME_MAX + 2];
+	if (pl > 2 * MAILBOX_NAME_MAX)
+		return false;
+	uint8_t *cur = a, *next = b;
+	memset(cur, 0, pl + 1);
+	cur[0] = 1;
+	for (const char *n = name;; n++) {
+		/* a wildcard may match nothing */
+		for (size_t p = 0; p < pl; p++)
+			if (cur[p] && (pat[p] == '*' || pat[p] == '%'))
+				cur[p + 1] = 1;
+		if (!*n)
+			return cur[pl];
+		memset(next, 0, pl + 1);
+		bool any = false;
+		char c = nocase ? (char)tolower((unsigned char)*n) : *n;
+		for (size_t p = 0; p < pl; p++) {
+			if (!cur[p])
+				continue;
+			char q = nocase ? (char)tolower((unsigned char)pat[p]) : pat[p];
+			if (q == '*' || (q == '%' && *n != '/'))
+				next[p] = 1;
+			else if (q == c && q != '%')
+				next[p + 1] = 1;
+			else
+				continue;
+			any = true;
 		}
-		char a = *pat, b = *name;
-		if (nocase) {
-			a = (char)tolower((unsigned char)a);
-			b = (char)tolower((unsigned char)b);
-		}
-		if (a != b)
+		if (!any)
 			return false;
-		if (!*pat)
-			return true;
+		uint8_t *t = cur;
+		cur = next;
+		next = t;
+	}
+}
+
+/* Names in hierarchy order: the delimiter sorts before every other byte,
+ * so a mailbox's descendants directly follow it. */
+static int list_cmp_names(const char *x, const char *y)
+{
+	for (;; x++, y++) {
+		unsigned a = (unsigned char)*x, b = (unsigned char)*y;
+		if (a == '/')
+			a = 1;
+		if (b == '/')
+			b = 1;
+		if (a != b || !a)
+			return (int)a - (int)b;
+	}
+}
+
+struct list_ent {
+	char *name;                    /* owned for levels, else the box's */
+	const struct mailbox_info *mb; /* NULL: a level of hierarchy only */
+	bool match;                    /* matches a pattern */
+	bool sel;                      /* meets the selection criteria */
+};
+
+static int list_ent_cmp(const void *x, const void *y)
+{
+	return list_cmp_names(((const struct list_ent *)x)->name,
+			      ((const struct list_ent *)y)->name);
+}
+
+/* Is d below a in the hierarchy? */
+static bool list_is_desc(const char *d, const char *a)
+{
+	size_t n = strlen(a);
+	return strncmp(d, a, n) == 0 && d[n] == '/';
+}
+
+static void put_special_use(struct buf *b, uint32_t use, const char **sp)
+{
+	static const struct {
+		uint32_t bit;
+		const char *name;
+	} su[] = {
+		{ SPECIAL_ALL, "\\All" },	  { SPECIAL_ARCHIVE, "\\Archive" },
+		{ SPECIAL_DRAFTS, "\\Drafts" },	  { SPECIAL_FLAGGED, "\\Flagged" },
+		{ SPECIAL_JUNK, "\\Junk" },	  { SPECIAL_SENT, "\\Sent" },
+		{ SPECIAL_TRASH, "\\Trash" },
+	};
+	for (size_t k = 0; k < ARRAY_LEN(su); k++) {
+		if (use & su[k].bit) {
+			buf_printf(b, "%s%s", *sp, su[k].name);
+			*sp = " ";
+		}
 	}
 }
 
@@ -906,107 +1010,203 @@ static void list_run(struct imap_session *s)
 	const char *what = lsub ? "LSUB" : "LIST";
 	unsigned sel = cmd->u.list.select_opts, ret = cmd->u.list.return_opts;
 	if (lsub)
-		sel |= IMAP_LIST_SEL_SUBSCRIBED;
-	char ref[MAILBOX_NAME_MAX];
-	imap_view_cstr(cmd->u.list.reference, ref, sizeof(ref));
-	if (cmd->u.list.pattern_count == 1 && cmd->u.list.patterns[0].len == 0) {
+		sel = IMAP_LIST_SEL_SUBSCRIBED;
+	bool recursive = lsub || (sel & IMAP_LIST_SEL_RECURSIVEMATCH);
+	/* LIST "" "" asks for the delimiter; not so in the extended syntax
+	 * (RFC 5258 3). */
+	if (!cmd->u.list.extended && cmd->u.list.pattern_count == 1 &&
+	    cmd->u.list.patterns[0].len == 0) {
 		buf_printf(&s->out, "* %s (\\Noselect) \"/\" \"\"\r\n%s OK %s completed\r\n", what,
 			   s->tag, what);
 		return;
 	}
 	struct mailbox_info *boxes = NULL;
-	size_t n = 0;
+	size_t nb = 0;
 	const char *err = NULL;
-	if (store_mailbox_list(s->sh, s->user, &boxes, &n, &err) < 0) {
+	if (store_mailbox_list(s->sh, s->user, &boxes, &nb, &err) < 0) {
 		buf_printf(&s->out, "%s NO [SERVERBUG] Storage error\r\n", s->tag);
 		return;
 	}
+	/* The mailboxes, and every level above them that is no mailbox
+	 * ("a" when only "a/b" exists). */
+	size_t cap = nb + 8, n = 0;
+	struct list_ent *e = xcalloc(cap, sizeof(*e));
+	for (size_t i = 0; i < nb; i++)
+		e[n++] = (struct list_ent){ .name = boxes[i].name, .mb = &boxes[i] };
+	qsort(e, n, sizeof(*e), list_ent_cmp);
+	size_t n_boxes = n;
+	for (size_t i = 0; i < n_boxes; i++) {
+		for (const char *sl = strchr(e[i].name, '/'); sl; sl = strchr(sl + 1, '/')) {
+			char pre[MAILBOX_NAME_MAX];
+			snprintf(pre, sizeof(pre), "%.*s", (int)(sl - e[i].name), e[i].name);
+			struct list_ent key = { .name = pre };
+			if (bsearch(&key, e, n_boxes, sizeof(*e), list_ent_cmp))
+				continue;
+			bool dup = false;
+			for (size_t k = n_boxes; k < n && !dup; k++)
+				dup = strcmp(e[k].name, pre) == 0;
+			if (dup)
+				continue;
+			if (n == cap) {
+				cap *= 2;
+				e = xrealloc(e, cap * sizeof(*e));
+			}
+			e[n++] = (struct list_ent){ .name = xstrdup(pre) };
+		}
+	}
+	qsort(e, n, sizeof(*e), list_ent_cmp);
+	char ref[MAILBOX_NAME_MAX];
+	imap_view_cstr(cmd->u.list.reference, ref, sizeof(ref));
 	for (size_t i = 0; i < n; i++) {
-		const char *name = boxes[i].name;
-		bool match = false;
-		for (size_t k = 0; k < cmd->u.list.pattern_count && !match; k++) {
-			char pat[2 * MAILBOX_NAME_MAX];
+		const struct mailbox_info *mb = e[i].mb;
+		for (size_t k = 0; k < cmd->u.list.pattern_count && !e[i].match; k++) {
+			char pat[2 * MAILBOX_NAME_MAX + 1];
 			snprintf(pat, sizeof(pat), "%s%.*s", ref, (int)cmd->u.list.patterns[k].len,
 				 (const char *)cmd->u.list.patterns[k].ptr);
-			match = list_match(pat, name, false) ||
-				(strcmp(name, "INBOX") == 0 && list_match(pat, name, true));
+			e[i].match = list_match(pat, e[i].name, strcmp(e[i].name, "INBOX") == 0);
 		}
-		if (!match)
+		if (sel & (IMAP_LIST_SEL_SUBSCRIBED | IMAP_LIST_SEL_SPECIAL_USE))
+			e[i].sel = mb && (!(sel & IMAP_LIST_SEL_SUBSCRIBED) || mb->subscribed) &&
+				   (!(sel & IMAP_LIST_SEL_SPECIAL_USE) || mb->special_use);
+		else
+			e[i].sel = true;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const struct mailbox_info *mb = e[i].mb;
+		if (!e[i].match)
 			continue;
-		if ((sel & IMAP_LIST_SEL_SUBSCRIBED) && !boxes[i].subscribed)
+		bool children = i + 1 < n && list_is_desc(e[i + 1].name, e[i].name);
+		/* RECURSIVEMATCH (and LSUB's rule for '%'): a name that does
+		 * not meet the criteria is listed when a descendant that the
+		 * patterns do not list does; a name that does gets CHILDINFO
+		 * when any descendant does (RFC 5258 3.5). */
+		bool desc_sel = false, desc_sel_hidden = false;
+		for (size_t k = i + 1; recursive && k < n && list_is_desc(e[k].name, e[i].name);
+		     k++) {
+			if (e[k].sel) {
+				desc_sel = true;
+				desc_sel_hidden = desc_sel_hidden || !e[k].match;
+			}
+		}
+		if (!e[i].sel && !desc_sel_hidden)
 			continue;
-		if ((sel & IMAP_LIST_SEL_SPECIAL_USE) && !boxes[i].special_use)
-			continue;
-		size_t nl = strlen(name);
-		bool children = false;
-		for (size_t k = 0; k < n && !children; k++)
-			children = strncmp(boxes[k].name, name, nl) == 0 && boxes[k].name[nl] == '/';
+		bool childinfo = !lsub && recursive && desc_sel;
 		buf_printf(&s->out, "* %s (", what);
 		const char *sp = "";
-		if (!lsub) {
+		if (lsub) {
+			if (!e[i].sel)
+				buf_printf(&s->out, "\\Noselect");
+		} else {
+			if (!mb) {
+				buf_printf(&s->out, "%s ", (sel & IMAP_LIST_SEL_SUBSCRIBED)
+								   ? "\\NonExistent"
+								   : "\\Noselect");
+			}
 			buf_printf(&s->out, "%s", children ? "\\HasChildren" : "\\HasNoChildren");
 			sp = " ";
-		}
-		if (!lsub && (boxes[i].subscribed && ((ret & IMAP_LIST_RET_SUBSCRIBED) ||
-						      (sel & IMAP_LIST_SEL_SUBSCRIBED)))) {
-			buf_printf(&s->out, "%s\\Subscribed", sp);
-			sp = " ";
-		}
-		static const struct {
-			uint32_t bit;
-			const char *name;
-		} su[] = {
-			{ SPECIAL_SENT, "\\Sent" },	  { SPECIAL_DRAFTS, "\\Drafts" },
-			{ SPECIAL_TRASH, "\\Trash" },	  { SPECIAL_JUNK, "\\Junk" },
-			{ SPECIAL_ARCHIVE, "\\Archive" }, { SPECIAL_ALL, "\\All" },
-			{ SPECIAL_FLAGGED, "\\Flagged" },
-		};
-		for (size_t k = 0; k < ARRAY_LEN(su) && !lsub; k++) {
-			if (boxes[i].special_use & su[k].bit) {
-				buf_printf(&s->out, "%s%s", sp, su[k].name);
-				sp = " ";
+			if (mb && mb->subscribed &&
+			    ((ret & IMAP_LIST_RET_SUBSCRIBED) || (sel & IMAP_LIST_SEL_SUBSCRIBED))) {
+				buf_printf(&s->out, " \\Subscribed");
 			}
+			if (mb)
+				put_special_use(&s->out, mb->special_use, &sp);
 		}
 		buf_printf(&s->out, ") \"/\" ");
-		imap_put_mailbox(s, &s->out, name);
+		imap_put_mailbox(s, &s->out, e[i].name);
+		if (childinfo)
+			buf_printf(&s->out, " (\"CHILDINFO\" (\"SUBSCRIBED\"))");
 		buf_printf(&s->out, "\r\n");
+		/* LIST-STATUS (RFC 5819): for selectable mailboxes only; one
+		 * whose status cannot be read is left out. */
+		if (mb && (ret & IMAP_LIST_RET_STATUS))
+			put_status(s, mb, cmd->u.list.status_items);
 	}
-	/* Levels of hierarchy that are not mailboxes themselves ("a" when only
-	 * "a/b" exists) match too, as \Noselect (RFC 9051 6.3.9). */
-	char **parents = NULL;
-	size_t np = 0;
-	for (size_t i = 0; i < n && !lsub && !(sel & (IMAP_LIST_SEL_SUBSCRIBED |
-						      IMAP_LIST_SEL_SPECIAL_USE)); i++) {
-		for (const char *sl = strchr(boxes[i].name, '/'); sl; sl = strchr(sl + 1, '/')) {
-			char pre[MAILBOX_NAME_MAX];
-			snprintf(pre, sizeof(pre), "%.*s", (int)(sl - boxes[i].name), boxes[i].name);
-			bool known = false;
-			for (size_t k = 0; k < n && !known; k++)
-				known = strcmp(boxes[k].name, pre) == 0;
-			for (size_t k = 0; k < np && !known; k++)
-				known = strcmp(parents[k], pre) == 0;
-			bool match = false;
-			for (size_t k = 0; k < cmd->u.list.pattern_count && !match && !known; k++) {
-				char pat[2 * MAILBOX_NAME_MAX];
-				snprintf(pat, sizeof(pat), "%s%.*s", ref,
-					 (int)cmd->u.list.patterns[k].len,
-					 (const char *)cmd->u.list.patterns[k].ptr);
-				match = list_match(pat, pre, false);
-			}
-			if (known || !match)
-				continue;
-			parents = xrealloc(parents, (np + 1) * sizeof(char *));
-			parents[np++] = xstrdup(pre);
-			buf_printf(&s->out, "* %s (\\Noselect \\HasChildren) \"/\" ", what);
-			imap_put_mailbox(s, &s->out, pre);
-			buf_printf(&s->out, "\r\n");
-		}
-	}
-	for (size_t k = 0; k < np; k++)
-		free(parents[k]);
-	free(parents);
+	for (size_t i = 0; i < n; i++)
+		if (!e[i].mb)
+			free(e[i].name);
+	free(e);
 	free(boxes);
 	buf_printf(&s->out, "%s OK %s completed\r\n", s->tag, what);
+}
+
+static void cmd_list(struct imap_session *s)
+{
+	const struct imap_command *cmd = s->cmd;
+	if (cmd->u.list.reference.len >= MAILBOX_NAME_MAX) {
+		imap_bad(s, "Reference too long");
+		return;
+	}
+	if (cmd->u.list.pattern_count > LIST_MAX_PATTERNS) {
+		imap_bad(s, "Too many patterns");
+		return;
+	}
+	for (size_t k = 0; k < cmd->u.list.pattern_count; k++) {
+		if (cmd->u.list.patterns[k].len >= MAILBOX_NAME_MAX) {
+			imap_bad(s, "Pattern too long");
+			return;
+		}
+	}
+	if ((cmd->u.list.return_opts & IMAP_LIST_RET_STATUS) &&
+	    (cmd->u.list.status_items & IMAP_STATUS_MAILBOXID)) {
+		imap_bad(s, "MAILBOXID is not supported");
+		return;
+	}
+	if ((cmd->u.list.return_opts & IMAP_LIST_RET_STATUS) &&
+	    (cmd->u.list.status_items & IMAP_STATUS_HIGHESTMODSEQ))
+		imap_condstore_on(s); /* a STATUS HIGHESTMODSEQ (RFC 7162 3.1) */
+	imap_post(s, list_run, NULL);
+}
+
+/* ---- QUOTA (RFC 9208) ---------------------------------------------------------- */
+
+/* One quota root, "", for all of a user's mailboxes; its one resource is
+ * STORAGE (KiB; usage rounded up, limit down). A user without a quota has
+ * no quota root. */
+static void put_quota(struct buf *b, const struct user_info *u)
+{
+	buf_printf(b, "* QUOTA \"\" (STORAGE %llu %llu)\r\n",
+		   (unsigned long long)((u->used_bytes + 1023) / 1024),
+		   (unsigned long long)(u->quota_bytes / 1024));
+}
+
+static void quota_run(struct imap_session *s)
+{
+	const struct imap_command *cmd = s->cmd;
+	struct user_info u;
+	enum storage_status st = ST_OK;
+	const char *err = NULL;
+	struct mailbox_info mi;
+	if (cmd->cmd == IMAP_CMD_GETQUOTAROOT) {
+		char name[MAILBOX_NAME_MAX];
+		name_of(cmd->u.mailbox, name);
+		if (store_mailbox_get(s->sh, s->user, name, &mi, &st, &err) < 0) {
+			status_write(s, st, "GETQUOTAROOT");
+			return;
+		}
+	}
+	if (store_user_get(s->sh, s->user, &u, &st, &err) < 0) {
+		buf_printf(&s->out, "%s NO [SERVERBUG] Storage error\r\n", s->tag);
+		return;
+	}
+	explicit_bzero(u.pwhash, sizeof(u.pwhash));
+	if (cmd->cmd == IMAP_CMD_GETQUOTAROOT) {
+		buf_printf(&s->out, "* QUOTAROOT ");
+		imap_put_mailbox(s, &s->out, mi.name);
+		if (u.quota_bytes) {
+			buf_printf(&s->out, " \"\"\r\n");
+			put_quota(&s->out, &u);
+		} else {
+			buf_printf(&s->out, "\r\n");
+		}
+		buf_printf(&s->out, "%s OK GETQUOTAROOT completed\r\n", s->tag);
+		return;
+	}
+	if (cmd->u.getquota.root.len != 0 || !u.quota_bytes) {
+		buf_printf(&s->out, "%s NO [NONEXISTENT] No such quota root\r\n", s->tag);
+		return;
+	}
+	put_quota(&s->out, &u);
+	buf_printf(&s->out, "%s OK GETQUOTA completed\r\n", s->tag);
 }
 
 /* ---- IDLE ---------------------------------------------------------------------- */
@@ -1119,6 +1319,9 @@ static unsigned cmd_allowed(enum imap_cmd c)
 	case IMAP_CMD_NAMESPACE:
 	case IMAP_CMD_STATUS:
 	case IMAP_CMD_APPEND:
+	case IMAP_CMD_GETQUOTA:
+	case IMAP_CMD_GETQUOTAROOT:
+	case IMAP_CMD_SETQUOTA:
 		return AUTHED;
 	case IMAP_CMD_CHECK:
 	case IMAP_CMD_CLOSE:
@@ -1225,10 +1428,8 @@ static void dispatch(struct imap_session *s, const struct imap_command *cmd)
 	s->hms_tagged = false;
 	s->sync_expunge = expunge_ok(s, cmd);
 	s->presync = s->state == IMAP_STATE_SELECTED && !syncs_itself(cmd->cmd);
-	if (cmd->cmd != IMAP_CMD_APPEND) {
-		body_writer_free(&s->bw);
-		s->bw_count = 0;
-	}
+	if (cmd->cmd != IMAP_CMD_APPEND)
+		imap_append_reset(s);
 	if (!allowed) {
 		if (cmd->cmd == IMAP_CMD_UNKNOWN)
 			imap_bad(s, "Unknown command");
@@ -1247,17 +1448,16 @@ static void dispatch(struct imap_session *s, const struct imap_command *cmd)
 			imap_bad(s, "Not valid with a mailbox selected");
 		else
 			imap_bad(s, "No mailbox selected");
-		body_writer_free(&s->bw);
-		s->bw_count = 0;
+		imap_append_reset(s);
 		s->presync = false;
 		cmd_clear(s);
 		return;
 	}
 	switch (cmd->cmd) {
 	case IMAP_CMD_CAPABILITY: {
-		char *t = NULL;
-		if (asprintf(&t, "* CAPABILITY " IMAP_CAPS "\r\n%s OK CAPABILITY completed\r\n",
-			     s->tag) < 0)
+		char *t = NULL, caps[IMAP_CAPS_MAX];
+		if (asprintf(&t, "* CAPABILITY %s\r\n%s OK CAPABILITY completed\r\n",
+			     caps_str(s, caps), s->tag) < 0)
 			abort();
 		reply_synced(s, t);
 		free(t);
@@ -1327,21 +1527,36 @@ static void dispatch(struct imap_session *s, const struct imap_command *cmd)
 		break;
 	case IMAP_CMD_LIST:
 	case IMAP_CMD_LSUB:
-		if (cmd->u.list.reference.len >= MAILBOX_NAME_MAX)
-			imap_bad(s, "Reference too long");
-		else if (cmd->u.list.return_opts & IMAP_LIST_RET_STATUS)
-			imap_reply(s, "%s NO [CANNOT] LIST-STATUS not supported\r\n", s->tag);
-		else
-			imap_post(s, list_run, NULL);
+		cmd_list(s);
 		break;
 	case IMAP_CMD_STATUS:
 		if (cmd->u.status.items & IMAP_STATUS_HIGHESTMODSEQ)
 			imap_condstore_on(s);
 		if (!name_ok(cmd->u.status.mailbox))
 			imap_bad(s, "Invalid mailbox name");
+		else if (cmd->u.status.items & IMAP_STATUS_MAILBOXID)
+			imap_bad(s, "MAILBOXID is not supported");
 		else
 			imap_post(s, status_run, NULL);
 		break;
+	case IMAP_CMD_GETQUOTAROOT:
+		if (!name_ok(cmd->u.mailbox))
+			imap_bad(s, "Invalid mailbox name");
+		else
+			imap_post(s, quota_run, NULL);
+		break;
+	case IMAP_CMD_GETQUOTA:
+		imap_post(s, quota_run, NULL);
+		break;
+	case IMAP_CMD_SETQUOTA: {
+		char *t = NULL;
+		if (asprintf(&t, "%s NO [NOPERM] Quotas are set by the administrator\r\n",
+			     s->tag) < 0)
+			abort();
+		reply_synced(s, t);
+		free(t);
+		break;
+	}
 	case IMAP_CMD_APPEND:
 		imap_cmd_append(s);
 		break;
@@ -1399,13 +1614,23 @@ static ssize_t on_data_inner(struct imap_session *s, const uint8_t *data, size_t
 		break;
 	case IMAP_LITERAL_WAIT: {
 		struct imap_literal_info li = imap_parser_literal(s->parser);
+		if (li.accepted && li.append) {
+			/* The sink refused this message (the command's limits):
+			 * answer now and forget the command, so the client sends
+			 * none of it. */
+			set_tag(s, imap_parser_tag(s->parser));
+			if (imap_append_refused(s)) {
+				imap_parser_reset(s->parser);
+				cmd_clear(s);
+				break;
+			}
+		}
 		if (li.accepted) {
 			imap_reply(s, "+ OK\r\n");
 			break;
 		}
 		set_tag(s, imap_parser_tag(s->parser));
-		body_writer_free(&s->bw);
-		s->bw_count = 0;
+		imap_append_reset(s);
 		if (li.append)
 			imap_reply(s, "%s NO [TOOBIG] %s\r\n", s->tag, imap_parser_error(s->parser));
 		else
@@ -1414,14 +1639,12 @@ static ssize_t on_data_inner(struct imap_session *s, const uint8_t *data, size_t
 	}
 	case IMAP_BAD:
 		set_tag(s, imap_parser_tag(s->parser));
-		body_writer_free(&s->bw);
-		s->bw_count = 0;
+		imap_append_reset(s);
 		imap_bad(s, imap_parser_error(s->parser));
 		cmd_clear(s);
 		break;
 	case IMAP_FATAL:
-		body_writer_free(&s->bw);
-		s->bw_count = 0;
+		imap_append_reset(s);
 		LOG_INFO("imap", s->id, "fatal", "reason=\"%s\"", imap_parser_error(s->parser));
 		imap_reply(s, "* BYE %s\r\n", imap_parser_error(s->parser));
 		conn_close(s->c);
@@ -1487,7 +1710,8 @@ void imap_session_accept(struct conn *c, void *node)
 	struct imap_session *s = session_new(c, node);
 	char peer[64];
 	LOG_INFO("imap", s->id, "accept", "peer=%s", conn_peer_str(c, peer, sizeof(peer)));
-	imap_reply(s, "* OK [CAPABILITY " IMAP_CAPS "] mailcluster IMAP4rev2 ready\r\n");
+	char caps[IMAP_CAPS_MAX];
+	imap_reply(s, "* OK [CAPABILITY %s] mailcluster IMAP4rev2 ready\r\n", caps_str(s, caps));
 }
 
 void imap_session_open(struct conn *c, void *node, const char *user, struct shard *sh,
@@ -1498,10 +1722,12 @@ void imap_session_open(struct conn *c, void *node, const char *user, struct shar
 	char q[300], qc[80];
 	LOG_INFO("imap", s->id, "login", "user=%s mech=handoff client=%s",
 		 log_quote_cstr(q, sizeof(q), user), log_quote_cstr(qc, sizeof(qc), client));
+	char caps[IMAP_CAPS_MAX];
 	if (tag && tag[0])
-		imap_reply(s, "%s OK [CAPABILITY " IMAP_CAPS "] Logged in\r\n", tag);
+		imap_reply(s, "%s OK [CAPABILITY %s] Logged in\r\n", tag, caps_str(s, caps));
 	else
-		imap_reply(s, "* PREAUTH [CAPABILITY " IMAP_CAPS "] Logged in as %s\r\n", user);
+		imap_reply(s, "* PREAUTH [CAPABILITY %s] Logged in as %s\r\n", caps_str(s, caps),
+			   user);
 }
 
 bool imap_tag_valid(const char *tag)

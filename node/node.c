@@ -64,6 +64,7 @@ struct node_store {
 	uint8_t *owned; /* nshards bytes */
 	char shards_spec[256];
 	struct metrics_counter *m_handoff_imap, *m_handoff_pop3;
+	uint64_t max_message; /* storage.max_message */
 };
 
 /* "all" or "a-b,c,...". */
@@ -120,6 +121,7 @@ struct node_store *node_store_open(const struct config *cfg, const char **error_
 		.write_buffer_budget = config_get_size(cfg, "storage.write_buffers"),
 		.expected_shards = owned,
 	};
+	ns->max_message = so.max_message_bytes;
 	ns->st = storage_open(&so, error_r);
 	if (!ns->st)
 		goto fail;
@@ -1038,6 +1040,7 @@ struct node *node_new(struct loop *l, const struct config *cfg, struct tls_serve
 
 uint16_t node_rpc_port(const struct node *n) { return rpc_server_port(n->rpc); }
 struct loop *node_loop(const struct node *n) { return n->loop; }
+uint64_t node_max_message(const struct node *n) { return n->ns->max_message; }
 
 struct shard *node_user_shard(struct node *n, const char *login, char *out, size_t out_len)
 {

@@ -29,6 +29,8 @@ uint16_t node_rpc_port(const struct node *n);
 
 /* For the protocol sessions (IMAP, POP3) running on this node's loops: */
 struct loop *node_loop(const struct node *n);
+/* storage.max_message: the largest message stored (IMAP APPENDLIMIT). */
+uint64_t node_max_message(const struct node *n);
 struct shard;
 /* Canonical owner (lower case, +tag removed) of a login name or address
  * into out (>= 256 bytes) and the local shard holding it; NULL when the
