@@ -29,11 +29,27 @@
  * replacing EXPUNGE), SEARCHRES (RFC 5182), BINARY (RFC 3516; FETCH
  * BINARY[], BINARY.PEEK[], BINARY.SIZE[] decoded from base64 and
  * quoted-printable while streaming, APPEND literal8), SAVEDATE (RFC 8514),
- * plus the ones in IMAP_CAPS.
+ * LIST-EXTENDED (RFC 5258: SUBSCRIBED, REMOTE, RECURSIVEMATCH with
+ * CHILDINFO, SPECIAL-USE selection; SUBSCRIBED, CHILDREN, SPECIAL-USE
+ * return options; several patterns), LIST-STATUS (RFC 5819), SPECIAL-USE
+ * and CREATE-SPECIAL-USE (RFC 6154; \All and \Flagged cannot be created:
+ * [USEATTR]), STATUS=SIZE (RFC 8438) and STATUS DELETED, DELETED-STORAGE,
+ * APPENDLIMIT, MULTIAPPEND (RFC 3502: every message of one APPEND is
+ * stored in one atomic batch or none is; a zero-length literal cancels),
+ * APPENDLIMIT (RFC 7889: storage.max_message; a larger synchronizing
+ * literal is refused with [TOOBIG] before the client sends it), QUOTA
+ * (RFC 9208: one quota root "" per user with the STORAGE resource in KiB;
+ * SETQUOTA is refused, `mailctl user quota` sets it; [OVERQUOTA] on
+ * APPEND and COPY), plus the ones in IMAP_CAPS.
+ *
+ * Subscriptions belong to existing mailboxes (the store keeps them in the
+ * mailbox record), so a subscribed name never lacks its mailbox:
+ * \NonExistent appears only for levels of hierarchy that RECURSIVEMATCH
+ * lists for their subscribed descendants.
  *
  * Not implemented in this version (answered BAD or NO [CANNOT]): STARTTLS
- * (the node is reached through the proxy), MULTIAPPEND, SORT / THREAD,
- * QUOTA, COMPRESS, OBJECTID. */
+ * (the node is reached through the proxy), SORT / THREAD,
+ * OBJECTID (STATUS MAILBOXID is BAD). */
 #ifndef NODE_IMAP_SESSION_H
 #define NODE_IMAP_SESSION_H
 

@@ -304,7 +304,10 @@ def check_status(t, port, bodies):
            "STATUS of a missing mailbox")
     expect(t, c, "S STATUS INBOX (MAILBOXID)", ["S BAD MAILBOXID is not supported"])
     expect(t, c, "S STATUS INBOX (BOGUS)", ["S BAD Unknown status item: BOGUS"])
-    expect(t, c, "S STORE 2 -FLAGS.SILENT (\\Deleted \\Seen)", ["S OK STORE completed"])
+    # STATUS HIGHESTMODSEQ enabled CONDSTORE (RFC 7162 3.1): even a silent
+    # STORE reports the new MODSEQ
+    expect(t, c, "S STORE 2 -FLAGS.SILENT (\\Deleted \\Seen)",
+           [f"* 2 FETCH (UID 2 MODSEQ ({int(hms) + 1}))", "S OK STORE completed"])
     expect(t, c, "S STATUS INBOX (DELETED UNSEEN)", [
         "* STATUS INBOX (UNSEEN 3 DELETED 0)", "S OK STATUS completed"],
         "DELETED follows the flags")
@@ -498,6 +501,16 @@ def check_quota(t, port, ctl, rport):
     expect(t, c, "Q GETQUOTAROOT Archive", [
         '* QUOTAROOT "Archive" ""', f'* QUOTA "" (STORAGE 12 {QUOTA // 1024})',
         "Q OK GETQUOTAROOT completed"], "every mailbox is under the one root")
+    # the administrator's tool sets quotas; the session sees the new one
+    rc, out, err = mt.run([ctl, "--node", f"127.0.0.1:{rport}", "user", "quota", QUSER,
+                           str(10 * QUOTA)])
+    t.check(rc == 0, "mailctl user quota", out + err)
+    expect(t, c, 'Q GETQUOTA ""', [f'* QUOTA "" (STORAGE 12 {10 * QUOTA // 1024})',
+                                   "Q OK GETQUOTA completed"], "GETQUOTA after mailctl user quota")
+    rc, out, err = mt.run([ctl, "--node", f"127.0.0.1:{rport}", "user", "quota", QUSER, "0"])
+    t.check(rc == 0, "mailctl user quota 0 (unlimited)", out + err)
+    expect(t, c, "Q GETQUOTAROOT INBOX", ["* QUOTAROOT INBOX", "Q OK GETQUOTAROOT completed"],
+           "no quota root once the quota is gone")
     c.close()
     r = Raw(port)
     got = r.cmd("Q GETQUOTA \"\"")
