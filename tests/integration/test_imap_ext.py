@@ -283,13 +283,20 @@ def check_status(t, port, bodies):
     c = login(port)
     uv = c.cmd("S STATUS INBOX (UIDVALIDITY)")[0].split()[-1].rstrip(")")
     expect(t, c, "S STORE 1 +FLAGS (\\Deleted)", ["S BAD No mailbox selected"])
+    # Asked before SELECT: STATUS HIGHESTMODSEQ turns CONDSTORE on (RFC 7162
+    # 3.1), so the SELECT below reports where the mailbox stands and no
+    # later command has to announce it.
+    ms = c.cmd("S STATUS INBOX (HIGHESTMODSEQ)")
+    hms = re.fullmatch(r"\* STATUS INBOX \(HIGHESTMODSEQ (\d+)\)", ms[0])
+    t.check(hms is not None and ms[1] == "S OK STATUS completed",
+            "STATUS HIGHESTMODSEQ is a number", ms)
+    hms = int(hms.group(1)) if hms else 0
     sel = c.cmd("S SELECT INBOX")
     t.check(sel[-1] == "S OK [READ-WRITE] SELECT completed", "SELECT INBOX", sel)
-    expect(t, c, "S STORE 2 +FLAGS.SILENT (\\Deleted \\Seen)", ["S OK STORE completed"])
-    ms = c.cmd("S STATUS INBOX (HIGHESTMODSEQ)")[0]
-    hms = re.search(r"HIGHESTMODSEQ (\d+)", ms)
-    t.check(hms is not None, "STATUS HIGHESTMODSEQ is a number", ms)
-    hms = hms.group(1) if hms else "?"
+    # even a silent STORE reports the new MODSEQ under CONDSTORE
+    expect(t, c, "S STORE 2 +FLAGS.SILENT (\\Deleted \\Seen)",
+           [f"* 2 FETCH (UID 2 MODSEQ ({hms + 1}))", "S OK STORE completed"])
+    hms += 1
     total = sum(len(b) for b in bodies)
     expect(t, c, "S STATUS INBOX (MESSAGES UIDNEXT UIDVALIDITY UNSEEN DELETED SIZE RECENT "
                  "HIGHESTMODSEQ APPENDLIMIT DELETED-STORAGE)", [
@@ -304,10 +311,8 @@ def check_status(t, port, bodies):
            "STATUS of a missing mailbox")
     expect(t, c, "S STATUS INBOX (MAILBOXID)", ["S BAD MAILBOXID is not supported"])
     expect(t, c, "S STATUS INBOX (BOGUS)", ["S BAD Unknown status item: BOGUS"])
-    # STATUS HIGHESTMODSEQ enabled CONDSTORE (RFC 7162 3.1): even a silent
-    # STORE reports the new MODSEQ
     expect(t, c, "S STORE 2 -FLAGS.SILENT (\\Deleted \\Seen)",
-           [f"* 2 FETCH (UID 2 MODSEQ ({int(hms) + 1}))", "S OK STORE completed"])
+           [f"* 2 FETCH (UID 2 MODSEQ ({hms + 1}))", "S OK STORE completed"])
     expect(t, c, "S STATUS INBOX (DELETED UNSEEN)", [
         "* STATUS INBOX (UNSEEN 3 DELETED 0)", "S OK STATUS completed"],
         "DELETED follows the flags")
