@@ -152,6 +152,9 @@ static void append_run(struct imap_session *s)
 		case ST_INVALID:
 			buf_printf(&s->out, "%s NO [LIMIT] Mailbox has no UIDs left\r\n", s->tag);
 			break;
+		case ST_DISABLED:
+			buf_printf(&s->out, "%s NO [NOPERM] Account disabled\r\n", s->tag);
+			break;
 		default:
 			LOG_WARN("imap", s->id, "append_failed", "reason=\"%s\"", err ? err : "");
 			buf_printf(&s->out, "%s NO [SERVERBUG] Storage error\r\n", s->tag);
