@@ -126,9 +126,9 @@ def run(t):
             (before, after))
     c.send(b"a4 NOOP\r\n")
     t.check(c.tagged(b"a4").startswith(b"a4 OK"), "session goes on after refused literals")
-    # Non-synchronizing literal over the limit: the server must skip or close,
-    # never buffer it.
-    c.send(b"a5 APPEND INBOX {70000000+}\r\n" + b"x" * 65536)
+    # Non-synchronizing literal over the limit (APPENDLIMIT, storage.max_message,
+    # 100M by default): the server must skip or close, never buffer it.
+    c.send(b"a5 APPEND INBOX {200000000+}\r\n" + b"x" * 65536)
     r = c.line()
     t.check(r.startswith(b"a5") or r.startswith(b"* BYE"),
             "an over-limit LITERAL+ is refused (skipped or closed)", r)
