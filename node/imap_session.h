@@ -48,8 +48,8 @@
  * lists for their subscribed descendants.
  *
  * Not implemented in this version (answered BAD or NO [CANNOT]): STARTTLS
- * (the node is reached through the proxy), SORT / THREAD,
- * OBJECTID (STATUS MAILBOXID is BAD). */
+ * (the node is reached through the proxy), OBJECTID (STATUS MAILBOXID is
+ * BAD). */
 #ifndef NODE_IMAP_SESSION_H
 #define NODE_IMAP_SESSION_H
 
