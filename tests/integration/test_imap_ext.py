@@ -571,10 +571,23 @@ def check_thunderbird(t, port, delivered):
     t.check(dat == [b"INBOX (MESSAGES %d UIDNEXT %d UNSEEN %d RECENT 0)" %
                     (len(delivered), len(delivered) + 1, len(delivered))],
             "STATUS INBOX counts what was delivered", dat)
-    typ, dat = m.select("INBOX")
-    t.require(typ == "OK" and dat == [b"%d" % len(delivered)], "SELECT INBOX", dat)
+    condstore = b"CONDSTORE" in capset
+    if condstore:
+        # what Thunderbird sends when CONDSTORE is advertised
+        m.untagged_responses.clear()
+        m.state = "SELECTED"
+        typ, dat = m._simple_command("SELECT", "INBOX", "(CONDSTORE)")
+        exists = m.untagged_responses.get("EXISTS")
+        hms = [x for x in m.untagged_responses.get("OK", []) if x.startswith(b"[HIGHESTMODSEQ ")]
+        t.require(typ == "OK" and exists == [b"%d" % len(delivered)] and len(hms) == 1,
+                  "SELECT INBOX (CONDSTORE): EXISTS and HIGHESTMODSEQ", m.untagged_responses)
+    else:
+        typ, dat = m.select("INBOX")
+        t.require(typ == "OK" and dat == [b"%d" % len(delivered)], "SELECT INBOX", dat)
     typ, dat = m.fetch("1:*", "(FLAGS)")
-    t.check(typ == "OK" and dat == [b"%d (FLAGS ())" % (i + 1) for i in range(len(delivered))],
+    t.check(typ == "OK" and len(dat) == len(delivered) and
+            all(re.fullmatch(rb"%d \((FLAGS \(\)( MODSEQ \(\d+\))?|MODSEQ \(\d+\) FLAGS \(\))\)"
+                             % (i + 1), d) for i, d in enumerate(dat)),
             "FETCH 1:* (FLAGS)", dat)
     fields = ("From To Cc Subject Date Message-ID Priority X-Priority References Newsgroups "
               "In-Reply-To Content-Type Reply-To")
