@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run a whole cluster on this machine, on loopback.
 
-  deploy/local-cluster up [--nodes N] [--dir DIR] [--port-base P]
+  deploy/local-cluster up [--nodes N] [--dir DIR] [--port-base P] [--test-users N]
   deploy/local-cluster status [--dir DIR]
   deploy/local-cluster down [--dir DIR]
   deploy/local-cluster stop-node I [--kill] [--dir DIR]
@@ -11,8 +11,14 @@
 and builds the project (deploy/setup), then starts a Redis of its
 own, N mailnodes and one mailproxy, with a CA and a certificate for
 mail.example.test, writes DIR/cluster.env and returns once everything
-accepts connections. `down` stops exactly what `up` started (by PID).
-Running `up` twice is safe.
+accepts connections. On a fresh cluster `up` runs `mailctl cluster init`
+(the shard map: node I of N is primary of a contiguous range of the 256
+shards) and adds the demo domain example.test. With --test-users N it also
+creates user1..userN@example.test sharing one generated password
+(USER_PATTERN, USER_PASSWORD, USER_COUNT in cluster.env), imported in bulk
+with one precomputed scrypt hash. `status` shows each process, its shards
+and its health. `down` stops exactly what `up` started (by PID). Running
+`up` twice is safe.
 
 Ports (P = port base, default 10000): Redis P+379, node I RPC P+7000+I,
 node I IMAP P+7100+I and POP3 P+7200+I (plaintext, loopback), node I
@@ -22,8 +28,12 @@ submission P+587 (STARTTLS + AUTH), submissions P+465, IMAP P+143
 routed to the user's node. All ports are in cluster.env.
 """
 import argparse
+import base64
+import hashlib
+import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -235,8 +245,8 @@ class Cluster:
         password = subprocess.run(["openssl", "rand", "-base64", "15"], check=True,
                                   capture_output=True, text=True).stdout.strip()
         if r.returncode != 0:
-            r = subprocess.run([bins["mailctl"], "user", "add", DEMO_USER, "--password", password],
-                               env=env, capture_output=True, text=True)
+            r = subprocess.run([bins["mailctl"], "user", "add", DEMO_USER, "--password-stdin"],
+                               env=env, input=password + "\n", capture_output=True, text=True)
             if r.returncode != 0:
                 die(f"cannot create {DEMO_USER}: {r.stderr.strip()}")
             welcome = ("From: postmaster@example.test\r\nTo: " + DEMO_USER + "\r\n"
@@ -249,6 +259,44 @@ class Cluster:
         with open(pwfile, "w") as f:
             f.write(password + "\n")
         os.chmod(pwfile, 0o600)
+        return password
+
+    def mailctl(self, bins, *args, stdin=None):
+        env = dict(os.environ, REDIS_URL=self.redis_url)
+        return subprocess.run([bins["mailctl"], *args], env=env, input=stdin,
+                              capture_output=True, text=True)
+
+    def init_cluster(self, bins):
+        """The shard map (once) and the demo domain (idempotent)."""
+        r = self.mailctl(bins, "cluster", "init", "--shards", "256")
+        if r.returncode != 0 and "initialised already" not in r.stderr:
+            die(f"mailctl cluster init: {r.stderr.strip()}")
+        r = self.mailctl(bins, "domain", "add", "example.test")
+        if r.returncode != 0:
+            die(f"mailctl domain add example.test: {r.stderr.strip()}")
+
+    def test_users(self, bins, count):
+        """user1..userN@example.test with one password: a single scrypt
+        hash (what mailnode would compute), imported in bulk."""
+        pwfile = os.path.join(self.dir, "test-users.password")
+        if os.path.exists(pwfile):
+            with open(pwfile) as f:
+                password = f.read().strip()
+        else:
+            password = secrets.token_urlsafe(12)
+            with open(pwfile, "w") as f:
+                f.write(password + "\n")
+            os.chmod(pwfile, 0o600)
+        salt = secrets.token_bytes(16)
+        dk = hashlib.scrypt(password.encode(), salt=salt, n=1 << 15, r=8, p=1,
+                            maxmem=64 << 20, dklen=32)
+        b64 = lambda b: base64.b64encode(b).decode().rstrip("=")
+        phc = f"$scrypt$ln=15,r=8,p=1${b64(salt)}${b64(dk)}"
+        lines = ["email\tpassword"] + [f"user{i}@example.test\t{phc}"
+                                       for i in range(1, count + 1)]
+        r = self.mailctl(bins, "import", "-", stdin="\n".join(lines) + "\n")
+        if r.returncode != 0:
+            die(f"importing the test users: {r.stderr.strip()[-2000:]}")
         return password
 
     def owner_node(self, bins, user):
@@ -266,7 +314,7 @@ class Cluster:
                 return i
         return 1
 
-    def write_env(self, bins, ca, password):
+    def write_env(self, bins, ca, password, users=None):
         p = self.port_base
         env = {
             "SMTP_PORT": p + 25, "SUBMISSION_PORT": p + 587, "SMTPS_PORT": p + 465,
@@ -279,6 +327,10 @@ class Cluster:
         owner = self.owner_node(bins, DEMO_USER)
         env["DEMO_NODE_IMAP_PORT"] = self.node_imap(owner)
         env["DEMO_NODE_POP3_PORT"] = self.node_pop3(owner)
+        if users:
+            env["USER_PATTERN"] = "user%d@example.test"
+            env["USER_PASSWORD"] = users[1]
+            env["USER_COUNT"] = users[0]
         for i in range(1, self.nodes + 1):
             env[f"NODE{i}_RPC"] = f"127.0.0.1:{self.node_rpc(i)}"
             env[f"NODE{i}_METRICS"] = f"http://127.0.0.1:{self.node_metrics(i)}/metrics"
@@ -366,13 +418,25 @@ def cmd_up(args):
             print(r.stdout, r.stderr)
             die("members did not register in Redis")
         time.sleep(0.1)
+    c.init_cluster(bins)
     password = c.demo_user(bins)
-    c.write_env(bins, ca, password)
+    users = None
+    if args.test_users:
+        users = (args.test_users, c.test_users(bins, args.test_users))
+    elif os.path.exists(os.path.join(c.dir, "cluster.env")):
+        # up again without --test-users keeps what an earlier up made
+        with open(os.path.join(c.dir, "cluster.env")) as f:
+            kv = dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
+        if "USER_COUNT" in kv:
+            users = (int(kv["USER_COUNT"]), kv["USER_PASSWORD"])
+    c.write_env(bins, ca, password, users)
     env = os.path.join(c.dir, "cluster.env")
     owner = c.owner_node(bins, DEMO_USER)
+    test_line = (f"\ntest users: user1..user{users[0]}@example.test  password: {users[1]}"
+                 if users else "")
     p = c.port_base
     print(f"""cluster is up: Redis, {c.nodes} mailnode(s), 1 mailproxy ({c.dir})
-demo user: {DEMO_USER}  password: {password}
+demo user: {DEMO_USER}  password: {password}{test_line}
 through the proxy (TLS with the cluster's own CA, routed to node{owner}):
 SMTP 127.0.0.1:{p + 25}, submission :{p + 587}, submissions :{p + 465},
 IMAPS :{p + 993}, IMAP+STARTTLS :{p + 143}, POP3S :{p + 995}, POP3+STLS :{p + 110}
@@ -395,20 +459,78 @@ The nodes also serve plaintext IMAP/POP3 on loopback for tests (node{owner}:
 IMAP {c.node_imap(owner)}, POP3 {c.node_pop3(owner)}).""")
 
 
+def redis_ping(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as so:
+            so.sendall(b"PING\r\n")
+            return so.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def http_health(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as so:
+            so.sendall(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            data = b""
+            while True:
+                chunk = so.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        return b" 200 " in data.split(b"\r\n", 1)[0] and data.rstrip().endswith(b"ok")
+    except OSError:
+        return False
+
+
 def cmd_status(args):
+    """Each process, its shards (from the shard map) and its health."""
     c = Cluster(args.dir)
     bins = binaries()
-    names = [("redis", shutil.which("redis-server") or "redis-server")]
-    names += [(f"node{i}", bins["mailnode"]) for i in range(1, c.nodes + 1)]
-    names += [("proxy1", bins["mailproxy"])]
+    redis = shutil.which("redis-server") or "redis-server"
     ok = True
-    for name, b in names:
-        pid = c.running(name, b)
-        print(f"{name:8} {'running pid ' + str(pid) if pid else 'stopped'}")
-        ok &= bool(pid)
-    if c.running("redis", names[0][1]):
-        r = subprocess.run([bins["mailctl"], "--redis", c.redis_url, "status"])
+    nodes = {}
+    cluster_out = ""
+    if c.running("redis", redis):
+        r = subprocess.run([bins["mailctl"], "--json", "--redis", c.redis_url, "node", "list"],
+                           capture_output=True, text=True)
+        try:
+            nodes = {n["id"]: n for n in json.loads(r.stdout)["nodes"]}
+        except (ValueError, KeyError):
+            nodes = {}
+        r = subprocess.run([bins["mailctl"], "--redis", c.redis_url, "cluster", "status"],
+                           capture_output=True, text=True)
+        cluster_out = r.stdout + r.stderr
         ok &= r.returncode == 0
+    print(f"{'process':8} {'state':22} {'address':22} health")
+    pid = c.running("redis", redis)
+    healthy = bool(pid) and redis_ping(c.redis_port)
+    ok &= healthy
+    print(f"{'redis':8} {('running pid ' + str(pid)) if pid else 'stopped':22} "
+          f"{'127.0.0.1:' + str(c.redis_port):22} {'PONG' if healthy else 'no answer'}")
+    for i in range(1, c.nodes + 1):
+        name = f"node{i}"
+        pid = c.running(name, bins["mailnode"])
+        n = nodes.get(name, {})
+        state = n.get("state", "unknown")
+        health = state
+        if "rtt_us" in n:
+            health += f" rtt={n['rtt_us']}us"
+        shards = n.get("shards") or "-"
+        if "primary_of" in n:
+            shards = f"{n['primary_of']} shards ({shards}) epoch {n.get('max_epoch')}"
+        ok &= bool(pid) and state == "up"
+        print(f"{name:8} {('running pid ' + str(pid)) if pid else 'stopped':22} "
+              f"{'127.0.0.1:' + str(c.node_rpc(i)):22} {health}; {shards}")
+    pid = c.running("proxy1", bins["mailproxy"])
+    healthy = bool(pid) and http_health(c.proxy_metrics)
+    ok &= healthy
+    print(f"{'proxy1':8} {('running pid ' + str(pid)) if pid else 'stopped':22} "
+          f"{'127.0.0.1:' + str(c.port_base + 993):22} "
+          f"{'/health ok' if healthy else 'no answer'}; routes every shard")
+    if cluster_out:
+        print()
+        print(cluster_out, end="")
     return 0 if ok else 1
 
 
@@ -444,6 +566,8 @@ def main():
     up = sub.add_parser("up")
     up.add_argument("--nodes", type=int, default=3)
     up.add_argument("--port-base", type=int, default=10000)
+    up.add_argument("--test-users", type=int, default=0, metavar="N",
+                    help="create user1..userN@example.test with one shared password")
     for p in [up] + [sub.add_parser(n) for n in ("status", "down")]:
         p.add_argument("--dir", default=os.path.join(os.getcwd(), "run"))
     sn = sub.add_parser("stop-node")
@@ -456,6 +580,8 @@ def main():
     args = ap.parse_args()
     if args.cmd == "up" and not 1 <= args.nodes <= 64:
         die("--nodes must be 1..64")
+    if args.cmd == "up" and not 0 <= args.test_users <= 1000000:
+        die("--test-users must be 0..1000000")
     fn = {"up": cmd_up, "status": cmd_status, "down": cmd_down,
           "stop-node": cmd_stop_node, "start-node": cmd_start_node}[args.cmd]
     sys.exit(fn(args) or 0)

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "common/loop.h"
@@ -12,14 +13,7 @@
 #include "proto/registry.h"
 #include "proto/rpc.h"
 #include "common/address.h"
-
-struct ctl {
-	struct loop *loop;
-	const char *redis_url;
-	uint32_t timeout_ms;
-	bool json;
-	const char *node; /* --node ADDR: skip the lookup in Redis */
-};
+#include "node/ctl_internal.h"
 
 static void usage(FILE *out)
 {
@@ -388,6 +382,13 @@ static int find_node(struct ctl *c, const char *addr, struct node_ref *ref)
 		snprintf(ref->addr, sizeof(ref->addr), "%s", c->node);
 		return 0;
 	}
+	if (c->redis_url) {
+		/* The shard map, when there is one, says who serves the user. */
+		int m = ctl_map_route(c, ref->canonical, ref->addr, sizeof(ref->addr), &ref->shard,
+				      &ref->nshards);
+		if (m != 0)
+			return m == 1 ? 0 : 1;
+	}
 	int r = foreach_live_node(c, node_serving, ref);
 	if (r)
 		return r;
@@ -481,42 +482,147 @@ static void random_password(char *out, size_t len)
 	out[MIN(len - 1, sizeof(rnd))] = '\0';
 }
 
+/* BYTES, or a number with K, M, G or T (powers of 1024). */
+static int parse_quota(const char *s, uint64_t *out)
+{
+	char *end = NULL;
+	if (!s[0] || s[0] < '0' || s[0] > '9')
+		return -1;
+	unsigned long long v = strtoull(s, &end, 10);
+	unsigned shift = 0;
+	switch (*end) {
+	case '\0': break;
+	case 'K': case 'k': shift = 10; end++; break;
+	case 'M': case 'm': shift = 20; end++; break;
+	case 'G': case 'g': shift = 30; end++; break;
+	case 'T': case 't': shift = 40; end++; break;
+	default: return -1;
+	}
+	if (*end || v > (UINT64_MAX >> shift))
+		return -1;
+	*out = (uint64_t)v << shift;
+	return 0;
+}
+
+/* The password of user add / passwd: 1 given, 0 none (generate one),
+ * -1 failed (printed). Prompts only when used interactively. */
+static int user_password(enum ctl_pw_source src, const char *arg, char *out, size_t out_len)
+{
+	if (src == CTL_PW_NONE && !getenv("MAILCTL_PASSWORD") && !(isatty(0) && isatty(1)))
+		return 0;
+	return ctl_password(src, arg, true, out, out_len);
+}
+
+static int live_nodes(struct ctl *c, char addrs[][128], int max);
+
+/* user list [DOMAIN]: every live primary, a page at a time. */
+static int user_list(struct ctl *c, const char *domain)
+{
+	char addrs[64][128];
+	int n = live_nodes(c, addrs, 64);
+	if (n <= 0)
+		return n < 0 ? 2 : 1;
+	int status = 0;
+	size_t total = 0;
+	for (int i = 0; i < n; i++) {
+		Mail__Rpc__UserListRequest req = MAIL__RPC__USER_LIST_REQUEST__INIT;
+		char next[256] = "";
+		req.domain = (char *)(domain ? domain : "");
+		req.after_user = next;
+		for (;;) {
+			ProtobufCMessage *rep;
+			if (ctl_call(c, addrs[i], RPC_METHOD_USER_LIST, &req.base, 30000, &rep, NULL,
+				     NULL, 0)) {
+				status = 1;
+				break;
+			}
+			const Mail__Rpc__UserList *l = (const Mail__Rpc__UserList *)rep;
+			for (size_t k = 0; k < l->n_users; k++) {
+				const Mail__Rpc__UserInfo *u = l->users[k];
+				if (c->json)
+					printf("{\"user\":\"%s\",\"shard\":%u,\"quota_bytes\":%llu,"
+					       "\"used_bytes\":%llu,\"used_messages\":%llu,\"enabled\":%s,"
+					       "\"node\":\"%s\"}\n",
+					       u->user, u->shard, (unsigned long long)u->quota_bytes,
+					       (unsigned long long)u->used_bytes,
+					       (unsigned long long)u->used_messages,
+					       u->enabled ? "true" : "false", addrs[i]);
+				else
+					printf("%-40s shard %5u  %10llu / %-10s %6llu msgs%s\n", u->user,
+					       u->shard, (unsigned long long)u->used_bytes,
+					       u->quota_bytes ? "" : "unlimited",
+					       (unsigned long long)u->used_messages,
+					       u->enabled ? "" : "  disabled");
+				total++;
+			}
+			bool more = l->more;
+			if (more) {
+				req.after_shard = l->next_shard;
+				snprintf(next, sizeof(next), "%s", l->next_user);
+			}
+			ctl_free_reply(&rep);
+			if (!more)
+				break;
+		}
+	}
+	if (!c->json)
+		fprintf(stderr, "%zu users\n", total);
+	return status;
+}
+
 static int cmd_user(struct ctl *c, int argc, char **argv)
 {
+	if (argc >= 1 && strcmp(argv[0], "list") == 0 && argc <= 2)
+		return user_list(c, argc == 2 ? argv[1] : NULL);
 	if (argc < 2) {
 		usage(stderr);
 		return 2;
 	}
 	const char *sub = argv[0], *addr = argv[1];
+	if (strcmp(sub, "remove") == 0)
+		sub = "delete";
 	struct node_ref ref;
 	int r = find_node(c, addr, &ref);
 	if (r)
 		return r;
 	struct call_wait w;
 	if (strcmp(sub, "add") == 0) {
-		const char *password = getenv("MAILCTL_PASSWORD");
+		enum ctl_pw_source src = CTL_PW_NONE;
+		const char *arg = NULL;
 		uint64_t quota = 0;
 		for (int i = 2; i < argc; i++) {
-			if (strcmp(argv[i], "--password") == 0 && i + 1 < argc)
-				password = argv[++i];
-			else if (strcmp(argv[i], "--quota") == 0 && i + 1 < argc)
-				quota = strtoull(argv[++i], NULL, 10);
-			else {
+			if (strcmp(argv[i], "--password") == 0 && i + 1 < argc) {
+				src = CTL_PW_ARG;
+				arg = argv[++i];
+			} else if (strcmp(argv[i], "--password-stdin") == 0) {
+				src = CTL_PW_STDIN;
+			} else if (strcmp(argv[i], "--quota") == 0 && i + 1 < argc) {
+				if (parse_quota(argv[++i], &quota) < 0) {
+					fprintf(stderr, "mailctl: bad quota '%s': bytes, or a number "
+							"with K, M, G or T\n", argv[i]);
+					return 2;
+				}
+			} else {
 				fprintf(stderr, "mailctl: user add: unknown option %s\n", argv[i]);
 				return 2;
 			}
 		}
-		char generated[24] = "";
-		if (!password) {
+		char password[1024], generated[24] = "";
+		int got = user_password(src, arg, password, sizeof(password));
+		if (got < 0)
+			return 2;
+		if (got == 0) {
 			random_password(generated, sizeof(generated));
-			password = generated;
+			snprintf(password, sizeof(password), "%s", generated);
 		}
 		Mail__Rpc__UserAddRequest req = MAIL__RPC__USER_ADD_REQUEST__INIT;
 		req.user = ref.canonical;
-		req.password = (char *)password;
+		req.password = password;
 		req.quota_bytes = quota;
 		/* scrypt runs on the node: give it time. */
-		if (call_node(c, ref.addr, RPC_METHOD_USER_ADD, &req.base, 10000, &w))
+		r = call_node(c, ref.addr, RPC_METHOD_USER_ADD, &req.base, 10000, &w);
+		explicit_bzero(password, sizeof(password));
+		if (r)
 			return 1;
 		print_user(c, (const Mail__Rpc__UserInfo *)w.reply);
 		if (generated[0] && !c->json)
@@ -538,32 +644,41 @@ static int cmd_user(struct ctl *c, int argc, char **argv)
 		Mail__Rpc__UserUpdateRequest req = MAIL__RPC__USER_UPDATE_REQUEST__INIT;
 		req.user = ref.canonical;
 		char generated[24] = "";
+		char password[1024] = "";
 		if (strcmp(sub, "passwd") == 0) {
-			const char *password = getenv("MAILCTL_PASSWORD");
+			enum ctl_pw_source src = CTL_PW_NONE;
+			const char *arg = NULL;
 			if (argc == 4 && strcmp(argv[2], "--password") == 0) {
-				password = argv[3];
+				src = CTL_PW_ARG;
+				arg = argv[3];
+			} else if (argc == 3 && strcmp(argv[2], "--password-stdin") == 0) {
+				src = CTL_PW_STDIN;
 			} else if (argc != 2) {
-				fprintf(stderr, "mailctl: user passwd ADDRESS [--password PW]\n");
+				fprintf(stderr, "mailctl: user passwd ADDRESS [--password-stdin]\n");
 				return 2;
 			}
-			if (!password) {
+			int got = user_password(src, arg, password, sizeof(password));
+			if (got < 0)
+				return 2;
+			if (got == 0) {
 				random_password(generated, sizeof(generated));
-				password = generated;
+				snprintf(password, sizeof(password), "%s", generated);
 			}
 			req.set_password = true;
-			req.password = (char *)password;
+			req.password = password;
 		} else if (strcmp(sub, "quota") == 0) {
-			char *end = NULL;
-			if (argc != 3 || !argv[2][0] || argv[2][0] == '-' ||
-			    ((void)(req.quota_bytes = strtoull(argv[2], &end, 10)), *end)) {
-				fprintf(stderr, "mailctl: user quota ADDRESS BYTES\n");
+			if (argc != 3 || parse_quota(argv[2], &req.quota_bytes) < 0) {
+				fprintf(stderr, "mailctl: user quota ADDRESS BYTES (or a number with K, "
+						"M, G or T)\n");
 				return 2;
 			}
 			req.set_quota = true;
 		} else {
 			req.enabled = strcmp(sub, "enable") == 0 ? 1 : 2;
 		}
-		if (call_node(c, ref.addr, RPC_METHOD_USER_UPDATE, &req.base, 10000, &w))
+		r = call_node(c, ref.addr, RPC_METHOD_USER_UPDATE, &req.base, 10000, &w);
+		explicit_bzero(password, sizeof(password));
+		if (r)
 			return 1;
 		print_user(c, (const Mail__Rpc__UserInfo *)w.reply);
 		if (generated[0] && !c->json)
@@ -658,14 +773,53 @@ static int live_nodes(struct ctl *c, char addrs[][128], int max)
 
 /* Directory writes go to every live node (each keeps a copy until the
  * directory is replicated); reads come from the first. */
+/* alias list [DOMAIN] from one node (every node has the directory). */
+static int alias_list(struct ctl *c, const char *addr, const char *domain)
+{
+	Mail__Rpc__DomainRequest req = MAIL__RPC__DOMAIN_REQUEST__INIT;
+	req.name = (char *)(domain ? domain : "");
+	ProtobufCMessage *rep;
+	if (ctl_call(c, addr, RPC_METHOD_ALIAS_LIST, &req.base, c->timeout_ms, &rep, NULL, NULL, 0))
+		return 1;
+	const Mail__Rpc__AliasList *l = (const Mail__Rpc__AliasList *)rep;
+	for (size_t i = 0; i < l->n_aliases; i++) {
+		const Mail__Rpc__AliasRequest *a = l->aliases[i];
+		if (c->json) {
+			printf("{\"alias\":\"");
+			ctl_json_str(stdout, a->alias);
+			printf("\",\"targets\":[");
+			for (size_t k = 0; k < a->n_targets; k++) {
+				printf("%s\"", k ? "," : "");
+				ctl_json_str(stdout, a->targets[k]);
+				printf("\"");
+			}
+			printf("]}\n");
+		} else {
+			printf("%s ->", a->alias);
+			for (size_t k = 0; k < a->n_targets; k++)
+				printf(" %s", a->targets[k]);
+			printf("\n");
+		}
+	}
+	ctl_free_reply(&rep);
+	return 0;
+}
+
 static int cmd_directory(struct ctl *c, const char *what, int argc, char **argv)
 {
 	char addrs[64][128];
+	/* The issue's names for the same commands. */
+	if (argc >= 1 && strcmp(argv[0], "remove") == 0)
+		argv[0] = "delete";
+	if (argc >= 1 && strcmp(what, "alias") == 0 && strcmp(argv[0], "add") == 0)
+		argv[0] = "set";
 	int n = live_nodes(c, addrs, 64);
 	if (n <= 0)
 		return n < 0 ? 2 : 1;
 	struct call_wait w;
 	int status = 0;
+	if (strcmp(what, "alias") == 0 && argc >= 1 && argc <= 2 && strcmp(argv[0], "list") == 0)
+		return alias_list(c, addrs[0], argc == 2 ? argv[1] : NULL);
 	if (strcmp(what, "domain") == 0 && argc >= 1 &&
 	    (strcmp(argv[0], "list") == 0 || (strcmp(argv[0], "add") == 0 && argc >= 2))) {
 		bool add = strcmp(argv[0], "add") == 0;
@@ -1147,6 +1301,16 @@ int ctl_main(int argc, char **argv)
 		rc = cmd_deliver(&c, argc - optind - 1, argv + optind + 1);
 	} else if (strcmp(cmd, "sessions") == 0) {
 		rc = cmd_sessions(&c, argc - optind - 1, argv + optind + 1);
+	} else if (strcmp(cmd, "cluster") == 0) {
+		rc = ctl_cmd_cluster(&c, argc - optind - 1, argv + optind + 1);
+	} else if (strcmp(cmd, "node") == 0) {
+		rc = ctl_cmd_node(&c, argc - optind - 1, argv + optind + 1);
+	} else if (strcmp(cmd, "dkim") == 0) {
+		rc = ctl_cmd_dkim(&c, argc - optind - 1, argv + optind + 1);
+	} else if (strcmp(cmd, "dns") == 0) {
+		rc = ctl_cmd_dns(&c, argc - optind - 1, argv + optind + 1);
+	} else if (strcmp(cmd, "import") == 0) {
+		rc = ctl_cmd_import(&c, argc - optind - 1, argv + optind + 1);
 	} else {
 		fprintf(stderr, "mailctl: unknown command '%s'\n", cmd);
 		usage(stderr);

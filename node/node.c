@@ -39,7 +39,9 @@ const struct config_def node_config_defs[] = {
 	{ "shards.count", CONFIG_INT, "256", 1, 65536,
 	  "virtual shards of the cluster (fixed at cluster init; every member must agree)" },
 	{ "shards.local", CONFIG_STRING, "all", 0, 0,
-	  "shards this node owns until the shard map exists: 'all' or ranges '0-84,200'" },
+	  "shards this node owns when there is no shard map: 'all' or ranges '0-84,200'" },
+	{ "shardmap.refresh", CONFIG_DURATION, "5s", 100, 600000,
+	  "re-read the shard map this often (changes are also published)" },
 	{ "storage.cache", CONFIG_SIZE, "256M", 1048576, 1099511627776,
 	  "block cache shared by all shards" },
 	{ "storage.max_message", CONFIG_SIZE, "100M", 1024, 1073741824,
@@ -61,9 +63,18 @@ struct node_store {
 	struct storage *st;
 	struct shard *dir; /* domains and aliases */
 	uint32_t nshards;
-	uint8_t *owned; /* nshards bytes */
-	char shards_spec[256];
-	struct metrics_counter *m_handoff_imap, *m_handoff_pop3;
+	/* Which shards this node is primary of, and their epochs: written by
+	 * node_store_apply (one at a time, on a worker), read by every loop
+	 * thread with atomic loads. A shard is opened before it is marked
+	 * owned, and stays open when it stops being owned (sessions may still
+	 * hold it); it is only refused from then on. */
+	uint8_t *owned;     /* nshards bytes */
+	uint64_t *epoch;    /* nshards; 0 without a shard map */
+	char id[REGISTRY_ID_MAX];
+	char local_spec[256]; /* shards.local: the fallback without a map */
+	char shards_spec[256]; /* advertised in the membership info */
+	bool from_map;
+	struct metrics_counter *m_handoff_imap, *m_handoff_pop3, *m_not_primary;
 	uint64_t max_message; /* storage.max_message */
 };
 
@@ -103,17 +114,109 @@ bad:
 	return -1;
 }
 
+/* The wanted ownership (map or fallback) into want/epochs and the spec to
+ * advertise. */
+static int wanted(const struct node_store *ns, const struct shardmap *m, uint8_t *want,
+		  uint64_t *epochs, char *spec, size_t spec_len, const char **error_r)
+{
+	if (!m) {
+		memset(epochs, 0, ns->nshards * sizeof(*epochs));
+		snprintf(spec, spec_len, "%s", ns->local_spec);
+		return parse_shards(ns->local_spec, ns->nshards, want, error_r);
+	}
+	if (m->count != ns->nshards) {
+		*error_r = "the shard map's count differs from the shards this node serves "
+			   "(restart the node to follow the map)";
+		return -1;
+	}
+	int me = shardmap_id_index(m, ns->id);
+	for (uint32_t i = 0; i < ns->nshards; i++) {
+		want[i] = me >= 0 && m->primary[i] == me;
+		epochs[i] = want[i] ? m->epoch[i] : 0;
+	}
+	if (shardmap_spec_of(m, ns->id, spec, spec_len) < 0)
+		snprintf(spec, spec_len, "map");
+	return 0;
+}
+
+int node_store_apply(struct node_store *ns, const struct shardmap *m, int *changed_r,
+		     const char **error_r)
+{
+	uint8_t *want = xcalloc(ns->nshards, 1);
+	uint64_t *epochs = xcalloc(ns->nshards, sizeof(*epochs));
+	char spec[256];
+	int rc = wanted(ns, m, want, epochs, spec, sizeof(spec), error_r);
+	int changed = 0;
+	for (uint32_t i = 0; rc == 0 && i < ns->nshards; i++) {
+		uint8_t had = __atomic_load_n(&ns->owned[i], __ATOMIC_ACQUIRE);
+		if (want[i] && !had && !storage_shard_open(ns->st, i, true, error_r)) {
+			rc = -1;
+			break;
+		}
+		__atomic_store_n(&ns->epoch[i], epochs[i], __ATOMIC_RELEASE);
+		if (want[i] != had) {
+			__atomic_store_n(&ns->owned[i], want[i], __ATOMIC_RELEASE);
+			changed++;
+		}
+	}
+	if (rc == 0) {
+		snprintf(ns->shards_spec, sizeof(ns->shards_spec), "%s", spec);
+		__atomic_store_n(&ns->from_map, m != NULL, __ATOMIC_RELAXED);
+	}
+	free(want);
+	free(epochs);
+	if (changed_r)
+		*changed_r = changed;
+	return rc;
+}
+
+const char *node_store_spec(const struct node_store *ns) { return ns->shards_spec; }
+uint32_t node_store_nshards(const struct node_store *ns) { return ns->nshards; }
+
 struct node_store *node_store_open(const struct config *cfg, const char **error_r)
 {
 	struct node_store *ns = xcalloc(1, sizeof(*ns));
 	ns->nshards = (uint32_t)config_get_int(cfg, "shards.count");
-	ns->owned = xcalloc(ns->nshards, 1);
-	snprintf(ns->shards_spec, sizeof(ns->shards_spec), "%s", config_get_str(cfg, "shards.local"));
-	if (parse_shards(ns->shards_spec, ns->nshards, ns->owned, error_r) < 0)
+	snprintf(ns->id, sizeof(ns->id), "%s", config_get_str(cfg, "node.id"));
+	snprintf(ns->local_spec, sizeof(ns->local_spec), "%s", config_get_str(cfg, "shards.local"));
+	if (!registry_id_valid(ns->id)) {
+		*error_r = "node.id: 1-63 characters of A-Z a-z 0-9 . _ -";
 		goto fail;
+	}
+	/* The shard map, when the cluster has one, says which shards are
+	 * ours (and how many there are); shards.local is the fallback. */
+	struct shardmap *map = NULL;
+	const char *url = config_get_str(cfg, "redis.url");
+	if (url) {
+		const char *why = NULL;
+		int r = node_shardmap_read(url, 2000, &map, &why);
+		if (r < 0)
+			LOG_WARN("node", 0, "shardmap_unreadable",
+				 "reason=\"%s\" fallback=shards.local:%s", why, ns->local_spec);
+		else if (r == 1 && map->count != ns->nshards) {
+			LOG_WARN("node", 0, "shardmap_count", "map=%u shards.count=%u using=map",
+				 map->count, ns->nshards);
+			ns->nshards = map->count;
+		}
+	}
+	ns->owned = xcalloc(ns->nshards, 1);
+	ns->epoch = xcalloc(ns->nshards, sizeof(*ns->epoch));
+	uint8_t *want = xcalloc(ns->nshards, 1);
+	int wr = wanted(ns, map, want, ns->epoch, ns->shards_spec, sizeof(ns->shards_spec), error_r);
+	ns->from_map = map != NULL;
+	if (map) {
+		int me = shardmap_id_index(map, ns->id);
+		LOG_INFO("node", 0, "shardmap", "count=%u epoch=%llu mine=%s", map->count,
+			 (unsigned long long)map->max_epoch, me >= 0 ? ns->shards_spec : "none");
+	}
+	shardmap_free(&map);
+	if (wr < 0) {
+		free(want);
+		goto fail;
+	}
 	unsigned owned = 1; /* the directory shard */
 	for (uint32_t i = 0; i < ns->nshards; i++)
-		owned += ns->owned[i];
+		owned += want[i];
 	struct storage_options so = {
 		.dir = config_get_str(cfg, "data.dir"),
 		.block_cache_bytes = config_get_size(cfg, "storage.cache"),
@@ -123,13 +226,20 @@ struct node_store *node_store_open(const struct config *cfg, const char **error_
 	};
 	ns->max_message = so.max_message_bytes;
 	ns->st = storage_open(&so, error_r);
-	if (!ns->st)
+	if (!ns->st) {
+		free(want);
 		goto fail;
+	}
 	/* Opening a shard reads its files: done once at start, before any
 	 * loop runs. */
-	for (uint32_t i = 0; i < ns->nshards; i++)
-		if (ns->owned[i] && !storage_shard_open(ns->st, i, true, error_r))
+	for (uint32_t i = 0; i < ns->nshards; i++) {
+		if (want[i] && !storage_shard_open(ns->st, i, true, error_r)) {
+			free(want);
 			goto fail;
+		}
+		ns->owned[i] = want[i];
+	}
+	free(want);
 	ns->dir = storage_shard_open(ns->st, DIRECTORY_SHARD, true, error_r);
 	if (!ns->dir)
 		goto fail;
@@ -139,6 +249,9 @@ struct node_store *node_store_open(const struct config *cfg, const char **error_
 	ns->m_handoff_pop3 = metrics_counter_new("node_sessions_handed_over_total",
 						 "Sessions handed over by a proxy",
 						 "protocol=\"pop3\"");
+	ns->m_not_primary = metrics_counter_new("node_not_primary_total",
+						"Requests refused for a shard this node is not primary of",
+						NULL);
 	return ns;
 fail:
 	node_store_close(&ns);
@@ -153,6 +266,7 @@ void node_store_close(struct node_store **nsp)
 	*nsp = NULL;
 	storage_close(&ns->st);
 	free(ns->owned);
+	free(ns->epoch);
 	free(ns);
 }
 
@@ -173,6 +287,9 @@ struct node {
 	struct work prune_work;
 	bool prune_running;
 	uint64_t dedupe_ttl_ms;
+	struct node_shardmap *follow;
+	char advertise[128];
+	bool rpc_tls;
 };
 
 /* Canonical address of a mailbox owner, with any +tag removed. Returns the
@@ -200,9 +317,30 @@ static int owner_tag_of(struct node *n, const char *addr, char *out, size_t out_
 
 static struct shard *local_shard(struct node *n, int shard)
 {
-	if (shard < 0 || (uint32_t)shard >= n->ns->nshards || !n->ns->owned[shard])
+	if (shard < 0 || (uint32_t)shard >= n->ns->nshards ||
+	    !__atomic_load_n(&n->ns->owned[shard], __ATOMIC_ACQUIRE))
 		return NULL;
 	return storage_shard_get(n->ns->st, (uint32_t)shard);
+}
+
+static uint64_t shard_epoch(struct node *n, int shard)
+{
+	if (shard < 0 || (uint32_t)shard >= n->ns->nshards)
+		return 0;
+	return __atomic_load_n(&n->ns->epoch[shard], __ATOMIC_ACQUIRE);
+}
+
+/* A request for a shard this node is not primary of: logged (the sender
+ * routes with another map than ours) and refused. */
+static void refuse_not_primary(struct node *n, struct rpc_call *call, int shard,
+			       const char *what, const char *msg)
+{
+	metrics_inc(n->ns->m_not_primary);
+	LOG_WARN("node", call ? rpc_call_conn_id(call) : 0, "not_primary",
+		 "what=%s shard=%d source=%s", what, shard,
+		 __atomic_load_n(&n->ns->from_map, __ATOMIC_RELAXED) ? "shardmap" : "shards.local");
+	if (call)
+		rpc_call_error(call, MAIL__RPC__ERROR_CODE__ERROR_NOT_PRIMARY, msg);
 }
 
 static void handle_ping(struct rpc_call *call, const ProtobufCMessage *req, void *arg)
@@ -334,8 +472,8 @@ static void handle_deliver(struct rpc_call *call, const ProtobufCMessage *msg, v
 	const Mail__Rpc__DeliverRequest *req = (const Mail__Rpc__DeliverRequest *)msg;
 	struct shard *sh = local_shard(n, (int)req->shard);
 	if (!sh) {
-		rpc_call_error(call, MAIL__RPC__ERROR_CODE__ERROR_NOT_PRIMARY,
-			       "shard not served by this node");
+		refuse_not_primary(n, call, (int)req->shard, "deliver",
+				   "shard not served by this node");
 		return;
 	}
 	if (req->n_recipients == 0 || req->n_recipients > 1000) {
@@ -400,8 +538,10 @@ struct auth_job {
 	struct shard *sh;
 	char user[256];
 	int shard;
+	uint64_t epoch;
 	char *password;
 	size_t password_len;
+	const char *rehashed; /* the scheme replaced by scrypt, if any */
 	bool ok;
 	bool failed; /* storage error: not the same as a wrong password */
 };
@@ -421,6 +561,19 @@ static void auth_run(struct work *w)
 		j->ok = pwhash_verify(u.pwhash, j->password, j->password_len) == 1;
 	else
 		pwhash_dummy_verify(j->password, j->password_len);
+	/* An imported (or old-parameter) hash becomes scrypt now that the
+	 * password is known: one more scrypt, once per user. A failure
+	 * leaves the old hash, which still works. */
+	if (j->ok && pwhash_needs_rehash(u.pwhash, NULL)) {
+		char fresh[PWHASH_ENCODED_MAX];
+		const char *why = NULL;
+		enum storage_status st2;
+		if (pwhash_create(j->password, j->password_len, NULL, fresh, sizeof(fresh), &why) ==
+			    0 &&
+		    store_user_update(j->sh, j->user, fresh, UINT64_MAX, -1, &st2, &why) == 0)
+			j->rehashed = pwhash_scheme(u.pwhash);
+		OPENSSL_cleanse(fresh, sizeof(fresh));
+	}
 	if (known)
 		OPENSSL_cleanse(u.pwhash, sizeof(u.pwhash));
 }
@@ -430,6 +583,9 @@ static void auth_done(struct work *w)
 	struct auth_job *j = container_of(w, struct auth_job, w);
 	OPENSSL_cleanse(j->password, j->password_len);
 	free(j->password);
+	if (j->rehashed)
+		LOG_INFO("node", rpc_call_conn_id(j->call), "password_rehashed",
+			 "user=%s from=%s to=scrypt", j->user, j->rehashed);
 	if (j->failed) {
 		rpc_call_error(j->call, MAIL__RPC__ERROR_CODE__ERROR_UNAVAILABLE, "storage error");
 	} else {
@@ -437,6 +593,7 @@ static void auth_done(struct work *w)
 		rep.ok = j->ok;
 		rep.user = j->ok ? j->user : "";
 		rep.shard = j->ok ? (uint32_t)j->shard : 0;
+		rep.epoch = j->ok ? j->epoch : 0;
 		rpc_call_reply(j->call, &rep.base);
 	}
 	free(j);
@@ -451,10 +608,10 @@ static void handle_auth(struct rpc_call *call, const ProtobufCMessage *msg, void
 	const char *why = NULL;
 	j->shard = owner_of(n, req->user, j->user, sizeof(j->user), &why);
 	j->sh = j->shard >= 0 ? local_shard(n, j->shard) : NULL;
+	j->epoch = shard_epoch(n, j->shard);
 	if (j->shard >= 0 && !j->sh) {
+		refuse_not_primary(n, call, j->shard, "auth", "user's shard not served by this node");
 		free(j);
-		rpc_call_error(call, MAIL__RPC__ERROR_CODE__ERROR_NOT_PRIMARY,
-			       "user's shard not served by this node");
 		return;
 	}
 	j->password_len = strlen(req->password);
@@ -473,6 +630,8 @@ struct admin_job {
 	char user[256];
 	int shard;
 	char *password;
+	char *password_hash; /* USER_ADD of an imported hash */
+	bool add_disabled;
 	uint64_t quota;
 	bool set_password, set_quota;
 	int enabled; /* -1 unchanged, 0/1 */
@@ -491,15 +650,25 @@ static void admin_run(struct work *w)
 	j->st = ST_OK;
 	j->rc = 0;
 	if (j->method == RPC_METHOD_USER_ADD) {
-		char hash[PWHASH_ENCODED_MAX] = "";
-		if (j->password && j->password[0] &&
-		    pwhash_create(j->password, strlen(j->password), NULL, hash, sizeof(hash),
-				  &j->error) < 0) {
+		char hash[PWHASH_STORED_MAX] = "";
+		if (j->password_hash && j->password_hash[0]) {
+			/* Imported: kept as it is, checked for form and cost. */
+			if (pwhash_import(j->password_hash, hash, sizeof(hash), &j->error) < 0) {
+				j->rc = -1;
+				j->st = ST_INVALID;
+			}
+		} else if (j->password && j->password[0] &&
+			   pwhash_create(j->password, strlen(j->password), NULL, hash, sizeof(hash),
+					 &j->error) < 0) {
 			j->rc = -1;
 			j->st = ST_INVALID;
 		}
 		if (j->rc == 0)
 			j->rc = store_user_create(j->sh, j->user, hash, j->quota, &j->st, &j->error);
+		if (j->rc == 0 && j->add_disabled)
+			j->rc = store_user_update(j->sh, j->user, NULL, UINT64_MAX, 0, &j->st,
+						  &j->error);
+		OPENSSL_cleanse(hash, sizeof(hash));
 	}
 	if (j->method == RPC_METHOD_USER_UPDATE) {
 		char hash[PWHASH_ENCODED_MAX] = "";
@@ -551,6 +720,10 @@ static void admin_done(struct work *w)
 	if (j->password) {
 		OPENSSL_cleanse(j->password, strlen(j->password));
 		free(j->password);
+	}
+	if (j->password_hash) {
+		OPENSSL_cleanse(j->password_hash, strlen(j->password_hash));
+		free(j->password_hash);
 	}
 	if (j->rc < 0) {
 		char msg[260];
@@ -613,14 +786,21 @@ static void handle_admin(struct rpc_call *call, const ProtobufCMessage *msg, uin
 	}
 	j->sh = local_shard(n, j->shard);
 	if (!j->sh) {
+		refuse_not_primary(n, call, j->shard, "admin", "user's shard not served by this node");
 		free(j);
-		rpc_call_error(call, MAIL__RPC__ERROR_CODE__ERROR_NOT_PRIMARY,
-			       "user's shard not served by this node");
 		return;
 	}
 	if (method == RPC_METHOD_USER_ADD) {
 		const Mail__Rpc__UserAddRequest *r = (const Mail__Rpc__UserAddRequest *)msg;
+		if (r->password[0] && r->password_hash[0]) {
+			free(j);
+			rpc_call_error(call, MAIL__RPC__ERROR_CODE__ERROR_BAD_REQUEST,
+				       "give a password or a password hash, not both");
+			return;
+		}
 		j->password = xstrdup(r->password);
+		j->password_hash = xstrdup(r->password_hash);
+		j->add_disabled = r->disabled;
 		j->quota = r->quota_bytes;
 	}
 	if (method == RPC_METHOD_USER_UPDATE) {
@@ -882,6 +1062,262 @@ static void prune_tick(struct timer *t)
 	loop_post_work(n->loop, &n->prune_work, prune_run, prune_done);
 }
 
+/* ---- listings and DKIM keys --------------------------------------------------- */
+
+#define USER_LIST_MAX 1000u
+
+struct list_job {
+	struct work w;
+	struct rpc_call *call;
+	struct node *n;
+	uint16_t method;
+	/* USER_LIST */
+	char domain[256];
+	uint32_t after_shard;
+	char after_user[256];
+	uint32_t limit;
+	struct user_info *users;
+	uint32_t *user_shard;
+	size_t nusers;
+	bool more;
+	/* ALIAS_LIST */
+	struct directory_alias *aliases;
+	size_t naliases;
+	/* DKIM_* */
+	struct dkim_key key;
+	bool include_private;
+	struct dkim_key *keys;
+	size_t nkeys;
+	int rc;
+	enum storage_status st;
+	char error[200];
+};
+
+static void list_run(struct work *w)
+{
+	struct list_job *j = container_of(w, struct list_job, w);
+	const char *err = NULL;
+	struct node_store *ns = j->n->ns;
+	j->st = ST_OK;
+	switch (j->method) {
+	case RPC_METHOD_USER_LIST:
+		j->users = xcalloc(j->limit, sizeof(*j->users));
+		j->user_shard = xcalloc(j->limit, sizeof(*j->user_shard));
+		for (uint32_t s = j->after_shard; s < ns->nshards && j->rc == 0; s++) {
+			struct shard *sh = local_shard(j->n, (int)s);
+			if (!sh)
+				continue;
+			struct user_info *page = NULL;
+			size_t got = 0;
+			bool more = false;
+			j->rc = store_user_list(sh, s == j->after_shard ? j->after_user : "",
+						j->domain, j->limit - j->nusers, &page, &got, &more, &err);
+			for (size_t i = 0; i < got; i++) {
+				j->users[j->nusers] = page[i];
+				j->user_shard[j->nusers++] = s;
+			}
+			free(page);
+			if (j->rc == 0 && (more || j->nusers == j->limit)) {
+				/* Full: the next page resumes after the last user. */
+				j->more = true;
+				break;
+			}
+		}
+		break;
+	case RPC_METHOD_ALIAS_LIST:
+		j->rc = directory_alias_list(ns->dir, j->domain, &j->aliases, &j->naliases, &err);
+		break;
+	case RPC_METHOD_DKIM_SET:
+		j->rc = directory_dkim_set(ns->dir, &j->key, &j->st, &err);
+		break;
+	case RPC_METHOD_DKIM_GET:
+		j->rc = directory_dkim_get(ns->dir, j->key.domain, j->key.selector, j->include_private,
+					   &j->keys, &j->nkeys, &err);
+		break;
+	case RPC_METHOD_DKIM_DELETE:
+		j->rc = directory_dkim_delete(ns->dir, j->key.domain, j->key.selector, &j->st, &err);
+		break;
+	default:
+		j->rc = -1;
+		err = "unknown method";
+	}
+	if (j->rc < 0)
+		snprintf(j->error, sizeof(j->error), "%s", err ? err : "storage error");
+}
+
+static void fill_dkim(Mail__Rpc__DkimKey *m, const struct dkim_key *k)
+{
+	mail__rpc__dkim_key__init(m);
+	m->domain = (char *)k->domain;
+	m->selector = (char *)k->selector;
+	m->algorithm = (char *)k->algorithm;
+	m->public_b64 = k->public_b64 ? k->public_b64 : "";
+	m->private_pem = k->private_pem ? k->private_pem : "";
+	m->created_ms = k->created_ms;
+}
+
+static void list_done(struct work *w)
+{
+	struct list_job *j = container_of(w, struct list_job, w);
+	if (j->rc < 0) {
+		rpc_call_error(j->call, error_code_of(j->st), j->error);
+	} else if (j->method == RPC_METHOD_USER_LIST) {
+		Mail__Rpc__UserInfo *u = xcalloc(j->nusers ? j->nusers : 1, sizeof(*u));
+		Mail__Rpc__UserInfo **up = xcalloc(j->nusers ? j->nusers : 1, sizeof(*up));
+		for (size_t i = 0; i < j->nusers; i++) {
+			mail__rpc__user_info__init(&u[i]);
+			u[i].user = j->users[i].address;
+			u[i].shard = j->user_shard[i];
+			u[i].quota_bytes = j->users[i].quota_bytes;
+			u[i].used_bytes = j->users[i].used_bytes;
+			u[i].used_messages = j->users[i].used_messages;
+			u[i].enabled = j->users[i].enabled;
+			u[i].created_ms = j->users[i].created_ms;
+			up[i] = &u[i];
+		}
+		Mail__Rpc__UserList rep = MAIL__RPC__USER_LIST__INIT;
+		rep.n_users = j->nusers;
+		rep.users = up;
+		rep.more = j->more;
+		if (j->more && j->nusers) {
+			rep.next_shard = j->user_shard[j->nusers - 1];
+			rep.next_user = j->users[j->nusers - 1].address;
+		}
+		rpc_call_reply(j->call, &rep.base);
+		free(u);
+		free(up);
+	} else if (j->method == RPC_METHOD_ALIAS_LIST) {
+		Mail__Rpc__AliasRequest *a = xcalloc(j->naliases ? j->naliases : 1, sizeof(*a));
+		Mail__Rpc__AliasRequest **ap = xcalloc(j->naliases ? j->naliases : 1, sizeof(*ap));
+		for (size_t i = 0; i < j->naliases; i++) {
+			mail__rpc__alias_request__init(&a[i]);
+			a[i].alias = j->aliases[i].alias;
+			size_t n = 0;
+			while (j->aliases[i].targets[n])
+				n++;
+			a[i].n_targets = n;
+			a[i].targets = j->aliases[i].targets;
+			ap[i] = &a[i];
+		}
+		Mail__Rpc__AliasList rep = MAIL__RPC__ALIAS_LIST__INIT;
+		rep.n_aliases = j->naliases;
+		rep.aliases = ap;
+		rpc_call_reply(j->call, &rep.base);
+		free(a);
+		free(ap);
+	} else if (j->method == RPC_METHOD_DKIM_SET) {
+		Mail__Rpc__DkimKey rep;
+		char *priv = j->key.private_pem;
+		j->key.private_pem = NULL; /* not echoed */
+		fill_dkim(&rep, &j->key);
+		rpc_call_reply(j->call, &rep.base);
+		j->key.private_pem = priv;
+	} else if (j->method == RPC_METHOD_DKIM_GET) {
+		Mail__Rpc__DkimKey *k = xcalloc(j->nkeys ? j->nkeys : 1, sizeof(*k));
+		Mail__Rpc__DkimKey **kp = xcalloc(j->nkeys ? j->nkeys : 1, sizeof(*kp));
+		for (size_t i = 0; i < j->nkeys; i++) {
+			fill_dkim(&k[i], &j->keys[i]);
+			kp[i] = &k[i];
+		}
+		Mail__Rpc__DkimKeys rep = MAIL__RPC__DKIM_KEYS__INIT;
+		rep.n_keys = j->nkeys;
+		rep.keys = kp;
+		rpc_call_reply(j->call, &rep.base);
+		free(k);
+		free(kp);
+	} else {
+		rpc_call_reply(j->call, NULL);
+	}
+	free(j->users);
+	free(j->user_shard);
+	directory_alias_list_free(&j->aliases, j->naliases);
+	directory_dkim_free(&j->keys, j->nkeys);
+	free(j->key.public_b64);
+	if (j->key.private_pem) {
+		OPENSSL_cleanse(j->key.private_pem, strlen(j->key.private_pem));
+		free(j->key.private_pem);
+	}
+	free(j);
+}
+
+static struct list_job *list_job_new(struct rpc_call *call, struct node *n, uint16_t method)
+{
+	struct list_job *j = xcalloc(1, sizeof(*j));
+	j->call = call;
+	j->n = n;
+	j->method = method;
+	return j;
+}
+
+static void handle_user_list(struct rpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+	const Mail__Rpc__UserListRequest *r = (const Mail__Rpc__UserListRequest *)msg;
+	if (strlen(r->domain) >= 256 || strlen(r->after_user) >= 256) {
+		rpc_call_error(call, MAIL__RPC__ERROR_CODE__ERROR_BAD_REQUEST, "name too long");
+		return;
+	}
+	struct list_job *j = list_job_new(call, arg, RPC_METHOD_USER_LIST);
+	snprintf(j->domain, sizeof(j->domain), "%s", r->domain);
+	snprintf(j->after_user, sizeof(j->after_user), "%s", r->after_user);
+	j->after_shard = r->after_shard;
+	j->limit = r->limit == 0 || r->limit > USER_LIST_MAX ? USER_LIST_MAX : r->limit;
+	loop_post_work(j->n->loop, &j->w, list_run, list_done);
+}
+
+static void handle_alias_list(struct rpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+	const Mail__Rpc__DomainRequest *r = (const Mail__Rpc__DomainRequest *)msg;
+	if (strlen(r->name) >= 256) {
+		rpc_call_error(call, MAIL__RPC__ERROR_CODE__ERROR_BAD_REQUEST, "name too long");
+		return;
+	}
+	struct list_job *j = list_job_new(call, arg, RPC_METHOD_ALIAS_LIST);
+	snprintf(j->domain, sizeof(j->domain), "%s", r->name);
+	loop_post_work(j->n->loop, &j->w, list_run, list_done);
+}
+
+static void handle_dkim_set(struct rpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+	const Mail__Rpc__DkimKey *r = (const Mail__Rpc__DkimKey *)msg;
+	if (strlen(r->domain) >= 256 || strlen(r->selector) >= 64 || strlen(r->algorithm) >= 16) {
+		rpc_call_error(call, MAIL__RPC__ERROR_CODE__ERROR_BAD_REQUEST, "name too long");
+		return;
+	}
+	struct list_job *j = list_job_new(call, arg, RPC_METHOD_DKIM_SET);
+	snprintf(j->key.domain, sizeof(j->key.domain), "%s", r->domain);
+	snprintf(j->key.selector, sizeof(j->key.selector), "%s", r->selector);
+	snprintf(j->key.algorithm, sizeof(j->key.algorithm), "%s", r->algorithm);
+	j->key.public_b64 = xstrdup(r->public_b64);
+	j->key.private_pem = xstrdup(r->private_pem);
+	j->key.created_ms = r->created_ms ? r->created_ms : time_real_ms();
+	loop_post_work(j->n->loop, &j->w, list_run, list_done);
+}
+
+static void dkim_req(struct rpc_call *call, const ProtobufCMessage *msg, void *arg,
+		     uint16_t method)
+{
+	const Mail__Rpc__DkimRequest *r = (const Mail__Rpc__DkimRequest *)msg;
+	if (strlen(r->domain) >= 256 || strlen(r->selector) >= 64) {
+		rpc_call_error(call, MAIL__RPC__ERROR_CODE__ERROR_BAD_REQUEST, "name too long");
+		return;
+	}
+	struct list_job *j = list_job_new(call, arg, method);
+	snprintf(j->key.domain, sizeof(j->key.domain), "%s", r->domain);
+	snprintf(j->key.selector, sizeof(j->key.selector), "%s", r->selector);
+	j->include_private = r->include_private;
+	loop_post_work(j->n->loop, &j->w, list_run, list_done);
+}
+
+static void handle_dkim_get(struct rpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+	dkim_req(call, msg, arg, RPC_METHOD_DKIM_GET);
+}
+
+static void handle_dkim_delete(struct rpc_call *call, const ProtobufCMessage *msg, void *arg)
+{
+	dkim_req(call, msg, arg, RPC_METHOD_DKIM_DELETE);
+}
+
 /* ---- session handoff (OPEN_SESSION) ------------------------------------- */
 
 static uint32_t session_check(const Mail__Rpc__OpenSession *req, void *arg, const char **msg_r)
@@ -905,6 +1341,7 @@ static uint32_t session_check(const Mail__Rpc__OpenSession *req, void *arg, cons
 		return MAIL__RPC__ERROR_CODE__ERROR_BAD_REQUEST;
 	}
 	if ((uint32_t)shard != req->shard || !local_shard(n, shard)) {
+		refuse_not_primary(n, NULL, shard, "session", NULL);
 		*msg_r = "user's shard not served by this node";
 		return MAIL__RPC__ERROR_CODE__ERROR_NOT_PRIMARY;
 	}
@@ -952,7 +1389,28 @@ static const struct rpc_method_handler node_handlers[] = {
 	{ RPC_METHOD_USER_DELETE, handle_user_delete },
 	{ RPC_METHOD_DOMAIN_DELETE, handle_domain_delete },
 	{ RPC_METHOD_ALIAS_DELETE, handle_alias_delete },
+	{ RPC_METHOD_USER_LIST, handle_user_list },
+	{ RPC_METHOD_ALIAS_LIST, handle_alias_list },
+	{ RPC_METHOD_DKIM_SET, handle_dkim_set },
+	{ RPC_METHOD_DKIM_GET, handle_dkim_get },
+	{ RPC_METHOD_DKIM_DELETE, handle_dkim_delete },
 };
+
+static void member_info(const struct node *n, const char *spec, char *out, size_t out_len)
+{
+	snprintf(out, out_len, "addr=%s pid=%d tls=%d nshards=%u shards=%s", n->advertise,
+		 (int)getpid(), n->rpc_tls ? 1 : 0, n->ns->nshards, spec);
+}
+
+/* The shard map changed what we serve: advertise it. */
+static void shards_changed(void *arg, const char *spec)
+{
+	struct node *n = arg;
+	char info[512];
+	member_info(n, spec, info, sizeof(info));
+	if (n->hb)
+		heartbeat_set_info(n->hb, info);
+}
 
 struct node *node_new(struct loop *l, const struct config *cfg, struct tls_server *tls,
 		      struct node_store *ns, bool primary, const char **error_r)
@@ -1011,22 +1469,25 @@ struct node *node_new(struct loop *l, const struct config *cfg, struct tls_serve
 			return NULL;
 		}
 		const char *adv = config_get_str(cfg, "rpc.advertise");
-		char addr[128];
 		if (adv) {
-			snprintf(addr, sizeof(addr), "%s", adv);
+			snprintf(n->advertise, sizeof(n->advertise), "%s", adv);
 		} else {
 			/* rpc.listen may use port 0: advertise what was bound. */
 			const char *listen = config_get_str(cfg, "rpc.listen");
 			const char *colon = strrchr(listen, ':');
 			int hl = colon ? (int)(colon - listen) : (int)strlen(listen);
-			snprintf(addr, sizeof(addr), "%.*s:%u", hl, listen, rpc_server_port(n->rpc));
+			snprintf(n->advertise, sizeof(n->advertise), "%.*s:%u", hl, listen,
+				 rpc_server_port(n->rpc));
 		}
+		n->rpc_tls = rpc_tls;
 		char info[512];
-		snprintf(info, sizeof(info), "addr=%s pid=%d tls=%d nshards=%u shards=%s", addr,
-			 (int)getpid(), rpc_tls ? 1 : 0, ns->nshards, ns->shards_spec);
+		member_info(n, node_store_spec(ns), info, sizeof(info));
 		n->hb = heartbeat_start(l, n->redis, "node", n->id, info,
 					(uint32_t)config_get_duration_ms(cfg, "heartbeat.interval"),
 					(uint32_t)config_get_duration_ms(cfg, "heartbeat.ttl"));
+		n->follow = node_shardmap_start(l, n->redis, ns,
+						(uint32_t)config_get_duration_ms(cfg, "shardmap.refresh"),
+						shards_changed, n);
 	}
 	n->dedupe_ttl_ms = config_get_duration_ms(cfg, "delivery.dedupe_ttl");
 	timer_init(&n->prune_timer, prune_tick, n);
@@ -1034,7 +1495,7 @@ struct node *node_new(struct loop *l, const struct config *cfg, struct tls_serve
 		timer_start(l, &n->prune_timer, 60000); /* first pass a minute after start */
 	if (primary)
 		LOG_INFO("node", 0, "rpc_listening", "id=%s port=%u shards=%s/%u redis=%s", n->id,
-			 rpc_server_port(n->rpc), ns->shards_spec, ns->nshards, url ? "on" : "off");
+			 rpc_server_port(n->rpc), node_store_spec(ns), ns->nshards, url ? "on" : "off");
 	return n;
 }
 
@@ -1056,6 +1517,7 @@ struct shard *node_user_shard(struct node *n, const char *login, char *out, size
 
 void node_drain(struct node *n)
 {
+	node_shardmap_stop(&n->follow);
 	heartbeat_stop(&n->hb);
 	if (timer_armed(&n->prune_timer))
 		timer_stop(n->loop, &n->prune_timer);
@@ -1067,6 +1529,7 @@ void node_free(struct node **np)
 	if (!n)
 		return;
 	*np = NULL;
+	node_shardmap_stop(&n->follow);
 	heartbeat_stop(&n->hb);
 	if (timer_armed(&n->prune_timer))
 		timer_stop(n->loop, &n->prune_timer);

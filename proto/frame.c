@@ -229,6 +229,15 @@ static const struct rpc_method_info rpc_methods[] = {
 	{ RPC_METHOD_DOMAIN_DELETE, "domain_delete", &mail__rpc__domain_request__descriptor,
 	  &mail__rpc__domain_list__descriptor },
 	{ RPC_METHOD_ALIAS_DELETE, "alias_delete", &mail__rpc__alias_request__descriptor, NULL },
+	{ RPC_METHOD_USER_LIST, "user_list", &mail__rpc__user_list_request__descriptor,
+	  &mail__rpc__user_list__descriptor },
+	{ RPC_METHOD_ALIAS_LIST, "alias_list", &mail__rpc__domain_request__descriptor,
+	  &mail__rpc__alias_list__descriptor },
+	{ RPC_METHOD_DKIM_SET, "dkim_set", &mail__rpc__dkim_key__descriptor,
+	  &mail__rpc__dkim_key__descriptor },
+	{ RPC_METHOD_DKIM_GET, "dkim_get", &mail__rpc__dkim_request__descriptor,
+	  &mail__rpc__dkim_keys__descriptor },
+	{ RPC_METHOD_DKIM_DELETE, "dkim_delete", &mail__rpc__dkim_request__descriptor, NULL },
 };
 
 const struct rpc_method_info *rpc_method_get(uint16_t method)

@@ -77,6 +77,11 @@ enum rpc_method {
 	RPC_METHOD_USER_DELETE = 14, /* UserRequest -> empty */
 	RPC_METHOD_DOMAIN_DELETE = 15, /* DomainRequest -> DomainList */
 	RPC_METHOD_ALIAS_DELETE = 16,  /* AliasRequest -> empty */
+	RPC_METHOD_USER_LIST = 17,   /* UserListRequest -> UserList */
+	RPC_METHOD_ALIAS_LIST = 18,  /* DomainRequest -> AliasList */
+	RPC_METHOD_DKIM_SET = 19,    /* DkimKey -> DkimKey */
+	RPC_METHOD_DKIM_GET = 20,    /* DkimRequest -> DkimKeys */
+	RPC_METHOD_DKIM_DELETE = 21, /* DkimRequest -> empty */
 };
 
 /* Bytes of u32 length + u8 kind + u64 req_id. */

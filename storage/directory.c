@@ -2,6 +2,8 @@
  *
  * Keys: 'D' domain -> {version, enabled, created_ms}
  *       'A' alias  -> {version, count u16, targets (u16 length + bytes)...}
+ *       'K' domain NUL selector -> {version, algorithm str16, created_ms,
+ *                                   public key str16, private key PEM str16}
  * Concurrent edits of one alias are last-writer-wins (admin traffic). */
 #include "storage/directory.h"
 
@@ -14,6 +16,7 @@
 
 #define KEY_DOMAIN 'D'
 #define KEY_ALIAS 'A'
+#define KEY_DKIM 'K'
 
 static __thread char errbuf[256];
 
@@ -352,4 +355,249 @@ int directory_resolve_catchall(struct shard *dir, const char *address, char ***o
 	char key[300];
 	snprintf(key, sizeof(key), "@%s", dom);
 	return directory_alias_get(dir, key, out_r, error_r);
+}
+
+/* ---- alias listing ---------------------------------------------------------- */
+
+struct alias_collect {
+	const char *domain; /* NULL: all */
+	struct directory_alias *list;
+	size_t n, cap;
+	bool bad;
+};
+
+static int collect_alias(void *arg, struct view k, struct view v)
+{
+	struct alias_collect *c = arg;
+	char name[300];
+	if (k.len - 1 >= sizeof(name))
+		return 0;
+	snprintf(name, sizeof(name), "%.*s", (int)(k.len - 1), (const char *)k.ptr + 1);
+	if (c->domain) {
+		const char *at = strrchr(name, '@');
+		if (!at || strcmp(at + 1, c->domain) != 0)
+			return 0;
+	}
+	struct dec d = dec_make(v.ptr, v.len);
+	if (get_u8(&d) != RECORD_VERSION)
+		return 0;
+	uint16_t n = get_u16(&d);
+	char **l = xcalloc((size_t)n + 1, sizeof(char *));
+	for (uint16_t i = 0; i < n && !d.bad; i++) {
+		struct view t = get_view16(&d);
+		if (!d.bad)
+			l[i] = strndup((const char *)t.ptr, t.len);
+	}
+	if (d.bad) {
+		directory_free_list(&l);
+		c->bad = true;
+		return 1;
+	}
+	if (c->n == c->cap) {
+		c->cap = c->cap ? c->cap * 2 : 16;
+		c->list = xrealloc(c->list, c->cap * sizeof(*c->list));
+	}
+	snprintf(c->list[c->n].alias, sizeof(c->list[c->n].alias), "%s", name);
+	c->list[c->n++].targets = l;
+	return c->n >= DIRECTORY_MAX_LIST;
+}
+
+int directory_alias_list(struct shard *dir, const char *domain, struct directory_alias **out,
+			 size_t *n_r, const char **error_r)
+{
+	struct alias_collect c = { .domain = domain && domain[0] ? domain : NULL };
+	uint8_t p = KEY_ALIAS;
+	*out = NULL;
+	*n_r = 0;
+	int r = shard_kv_scan(dir, view_make(&p, 1), collect_alias, &c, error_r);
+	if (r == 0 && c.bad)
+		r = dfail(error_r, NULL, ST_IO, "corrupt alias record");
+	if (r < 0) {
+		directory_alias_list_free(&c.list, c.n);
+		return -1;
+	}
+	*out = c.list;
+	*n_r = c.n;
+	return 0;
+}
+
+void directory_alias_list_free(struct directory_alias **list, size_t n)
+{
+	if (!*list)
+		return;
+	for (size_t i = 0; i < n; i++)
+		directory_free_list(&(*list)[i].targets);
+	free(*list);
+	*list = NULL;
+}
+
+/* ---- DKIM keys --------------------------------------------------------------- */
+
+static bool selector_ok(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > 63 || s[0] == '-' || s[n - 1] == '-')
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+static void dkim_key(struct buf *k, const char *domain, const char *selector)
+{
+	k->len = 0;
+	put_u8(k, KEY_DKIM);
+	buf_append(k, domain, strlen(domain));
+	put_u8(k, 0);
+	buf_append(k, selector, strlen(selector));
+}
+
+int directory_dkim_set(struct shard *dir, const struct dkim_key *key,
+		       enum storage_status *status_r, const char **error_r)
+{
+	if (!selector_ok(key->selector))
+		return dfail(error_r, status_r, ST_INVALID,
+			     "selector: 1-63 of a-z 0-9 -, not starting or ending with -");
+	if (strcmp(key->algorithm, "rsa2048") != 0 && strcmp(key->algorithm, "ed25519") != 0)
+		return dfail(error_r, status_r, ST_INVALID, "algorithm: rsa2048 or ed25519");
+	if (!key->public_b64 || !key->public_b64[0] || strlen(key->public_b64) > 4096 ||
+	    !key->private_pem || !key->private_pem[0] || strlen(key->private_pem) > 16384)
+		return dfail(error_r, status_r, ST_INVALID, "missing or oversized key");
+	int r = directory_domain_is_local(dir, key->domain, error_r);
+	if (r != 1)
+		return r < 0 ? dfail(error_r, status_r, ST_IO, *error_r)
+			     : dfail(error_r, status_r, ST_NOT_FOUND, "domain not local");
+	struct buf k, v;
+	buf_init(&k, 0);
+	buf_init(&v, 0);
+	dkim_key(&k, key->domain, key->selector);
+	put_u8(&v, RECORD_VERSION);
+	put_bytes16(&v, key->algorithm, strlen(key->algorithm));
+	put_u64(&v, key->created_ms);
+	put_bytes16(&v, key->public_b64, strlen(key->public_b64));
+	put_bytes16(&v, key->private_pem, strlen(key->private_pem));
+	struct kv_op op = { .key = buf_view(&k), .value = buf_view(&v) };
+	r = shard_kv_write(dir, &op, 1, error_r);
+	explicit_bzero(v.data, v.len);
+	buf_cleanup(&k);
+	buf_cleanup(&v);
+	if (status_r)
+		*status_r = r < 0 ? ST_IO : ST_OK;
+	return r;
+}
+
+struct dkim_collect {
+	const char *selector;
+	bool include_private;
+	struct dkim_key *list;
+	size_t n, cap;
+	bool bad;
+};
+
+static char *dup_view(struct view v)
+{
+	return strndup((const char *)v.ptr, v.len);
+}
+
+static int collect_dkim(void *arg, struct view k, struct view v)
+{
+	struct dkim_collect *c = arg;
+	const uint8_t *nul = memchr(k.ptr, 0, k.len);
+	if (!nul)
+		return 0;
+	size_t dl = (size_t)(nul - k.ptr) - 1, sl = k.len - dl - 2;
+	if (dl >= 256 || sl >= 64)
+		return 0;
+	if (c->selector && (strlen(c->selector) != sl || memcmp(c->selector, nul + 1, sl) != 0))
+		return 0;
+	struct dec d = dec_make(v.ptr, v.len);
+	if (get_u8(&d) != RECORD_VERSION)
+		return 0;
+	struct view alg = get_view16(&d);
+	uint64_t created = get_u64(&d);
+	struct view pub = get_view16(&d);
+	struct view priv = get_view16(&d);
+	if (d.bad || alg.len >= 16) {
+		c->bad = true;
+		return 1;
+	}
+	if (c->n == c->cap) {
+		c->cap = c->cap ? c->cap * 2 : 4;
+		c->list = xrealloc(c->list, c->cap * sizeof(*c->list));
+	}
+	struct dkim_key *dk = &c->list[c->n++];
+	memset(dk, 0, sizeof(*dk));
+	snprintf(dk->domain, sizeof(dk->domain), "%.*s", (int)dl, (const char *)k.ptr + 1);
+	snprintf(dk->selector, sizeof(dk->selector), "%.*s", (int)sl, (const char *)nul + 1);
+	snprintf(dk->algorithm, sizeof(dk->algorithm), "%.*s", (int)alg.len,
+		 (const char *)alg.ptr);
+	dk->created_ms = created;
+	dk->public_b64 = dup_view(pub);
+	dk->private_pem = c->include_private ? dup_view(priv) : NULL;
+	return 0;
+}
+
+int directory_dkim_get(struct shard *dir, const char *domain, const char *selector,
+		       bool include_private, struct dkim_key **out, size_t *n_r,
+		       const char **error_r)
+{
+	struct dkim_collect c = { .selector = selector && selector[0] ? selector : NULL,
+				  .include_private = include_private };
+	struct buf p;
+	buf_init(&p, 0);
+	dkim_key(&p, domain, "");
+	*out = NULL;
+	*n_r = 0;
+	int r = shard_kv_scan(dir, buf_view(&p), collect_dkim, &c, error_r);
+	buf_cleanup(&p);
+	if (r == 0 && c.bad)
+		r = dfail(error_r, NULL, ST_IO, "corrupt DKIM record");
+	if (r < 0) {
+		directory_dkim_free(&c.list, c.n);
+		return -1;
+	}
+	*out = c.list;
+	*n_r = c.n;
+	return 0;
+}
+
+int directory_dkim_delete(struct shard *dir, const char *domain, const char *selector,
+			  enum storage_status *status_r, const char **error_r)
+{
+	struct dkim_key *l = NULL;
+	size_t n = 0;
+	if (!selector_ok(selector))
+		return dfail(error_r, status_r, ST_INVALID, "bad selector");
+	if (directory_dkim_get(dir, domain, selector, false, &l, &n, error_r) < 0)
+		return dfail(error_r, status_r, ST_IO, *error_r);
+	directory_dkim_free(&l, n);
+	if (n == 0)
+		return dfail(error_r, status_r, ST_NOT_FOUND, "no such DKIM key");
+	struct buf k;
+	buf_init(&k, 0);
+	dkim_key(&k, domain, selector);
+	struct kv_op op = { .key = buf_view(&k), .del = true };
+	int r = shard_kv_write(dir, &op, 1, error_r);
+	buf_cleanup(&k);
+	if (status_r)
+		*status_r = r < 0 ? ST_IO : ST_OK;
+	return r;
+}
+
+void directory_dkim_free(struct dkim_key **list, size_t n)
+{
+	if (!*list)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		free((*list)[i].public_b64);
+		if ((*list)[i].private_pem) {
+			explicit_bzero((*list)[i].private_pem, strlen((*list)[i].private_pem));
+			free((*list)[i].private_pem);
+		}
+	}
+	free(*list);
+	*list = NULL;
 }

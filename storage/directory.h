@@ -63,4 +63,38 @@ int directory_resolve_catchall(struct shard *dir, const char *address, char ***o
 			       const char **error_r);
 void directory_free_list(char ***list);
 
+#define DIRECTORY_MAX_LIST 10000
+
+struct directory_alias {
+	char alias[300];
+	char **targets; /* NULL-terminated */
+};
+/* Aliases in name order, of one domain (NULL or "": all), at most
+ * DIRECTORY_MAX_LIST; free with directory_alias_list_free. */
+int directory_alias_list(struct shard *dir, const char *domain, struct directory_alias **out,
+			 size_t *n_r, const char **error_r);
+void directory_alias_list_free(struct directory_alias **list, size_t n);
+
+/* DKIM signing keys of local domains, one per (domain, selector). The
+ * private key is kept here so every node (and a signer asking one) has
+ * it; it is returned only when asked for. */
+struct dkim_key {
+	char domain[256];
+	char selector[64];
+	char algorithm[16]; /* "rsa2048" or "ed25519" */
+	uint64_t created_ms;
+	char *public_b64;   /* DNS p= value */
+	char *private_pem;  /* PKCS#8 PEM, or NULL when not asked for */
+};
+/* Store (replace) a key; the domain must be local. */
+int directory_dkim_set(struct shard *dir, const struct dkim_key *key,
+		       enum storage_status *status_r, const char **error_r);
+/* Keys of domain (one selector, or all when NULL/""), in selector order. */
+int directory_dkim_get(struct shard *dir, const char *domain, const char *selector,
+		       bool include_private, struct dkim_key **out, size_t *n_r,
+		       const char **error_r);
+int directory_dkim_delete(struct shard *dir, const char *domain, const char *selector,
+			  enum storage_status *status_r, const char **error_r);
+void directory_dkim_free(struct dkim_key **list, size_t n);
+
 #endif

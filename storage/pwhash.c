@@ -245,6 +245,8 @@ int pwhash_verify(const char *encoded, const char *password,
 	uint8_t derived[PWHASH_HASH_MAX];
 	int ret;
 
+	if (encoded && strncmp(encoded, prefix, sizeof(prefix) - 1) != 0)
+		return pwhash_verify_foreign(encoded, password, password_len);
 	if (parse(encoded, &st) < 0 || !params_ok(&st.params))
 		return -1;
 	if (run_scrypt(&st.params, password, password_len, st.salt,
@@ -257,6 +259,14 @@ int pwhash_verify(const char *encoded, const char *password,
 	OPENSSL_cleanse(derived, sizeof(derived));
 	OPENSSL_cleanse(&st, sizeof(st));
 	return ret;
+}
+
+bool pwhash_scrypt_valid(const char *encoded)
+{
+	struct parsed st;
+	bool ok = parse(encoded, &st) == 0 && params_ok(&st.params);
+	OPENSSL_cleanse(&st, sizeof(st));
+	return ok;
 }
 
 bool pwhash_needs_rehash(const char *encoded,

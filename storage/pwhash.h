@@ -47,6 +47,26 @@
  * current configuration carries; a deployment that uses other parameters
  * calls pwhash_dummy_verify_params with them. Hashes with old parameters
  * should be upgraded at the next successful login (pwhash_needs_rehash).
+ *
+ * Imported hashes. Users moved from mailcow or Mailu keep their
+ * passwords: pwhash_import takes the hash as Dovecot writes it and
+ * stores it in the form pwhash_verify dispatches on:
+ *
+ *   {BLF-CRYPT}$2y$05$...            -> $2y$05$...   bcrypt (libxcrypt)
+ *   {SHA512-CRYPT}$6$[rounds=N$]...  -> $6$...       SHA-512 crypt (libxcrypt)
+ *   {SHA256-CRYPT}$5$...             -> $5$...       SHA-256 crypt (libxcrypt)
+ *   {ARGON2ID}$argon2id$v=19$m=..    -> $argon2id$.. (libargon2; {ARGON2I} too)
+ *   {SSHA256}<base64(sha256(pw . salt) . salt)>  kept as is (BoringSSL);
+ *   {SSHA512} likewise; {CRYPT} followed by any of the crypt strings;
+ *   a bare crypt string or one of our own $scrypt$ strings as they are.
+ *
+ * Costs are bounded like scrypt's: bcrypt cost <= PWHASH_BCRYPT_COST_MAX,
+ * SHA-crypt rounds <= PWHASH_SHACRYPT_ROUNDS_MAX, Argon2 memory, passes
+ * and lanes below the PWHASH_ARGON2_* limits; a string outside them is
+ * refused at import and by verify (-1). A foreign hash counts as needing
+ * a rehash, so the node replaces it with scrypt at the first successful
+ * login (one extra scrypt, once). Passwords with a NUL byte never match
+ * a crypt(3) or Argon2 string (those APIs take C strings).
  */
 #ifndef STORAGE_PWHASH_H
 #define STORAGE_PWHASH_H
@@ -85,6 +105,15 @@ struct pwhash_params {
 
 /* Enough for any string pwhash_create writes, with its NUL. */
 #define PWHASH_ENCODED_MAX 128u
+/* Longest stored string (imported ones included), with its NUL: the
+ * size of struct user_info's pwhash. */
+#define PWHASH_STORED_MAX 160u
+
+#define PWHASH_BCRYPT_COST_MAX 14u
+#define PWHASH_SHACRYPT_ROUNDS_MAX 500000u
+#define PWHASH_ARGON2_MEM_KIB_MAX (256u * 1024u)
+#define PWHASH_ARGON2_T_MAX 16u
+#define PWHASH_ARGON2_WORK_MAX (UINT64_C(1) << 21) /* m (KiB) * t */
 
 /* Hash `password` with a fresh random salt under `params` (NULL means the
  * defaults) and write the NUL-terminated encoded string to out[out_len].
@@ -95,7 +124,8 @@ int pwhash_create(const char *password, size_t password_len,
 		  const struct pwhash_params *params, char *out,
 		  size_t out_len, const char **error_r);
 
-/* Check `password` against the NUL-terminated `encoded` string. Returns 1
+/* Check `password` against the NUL-terminated `encoded` string (scrypt, or
+ * an imported scheme, see above). Returns 1
  * on match, 0 on mismatch, -1 if `encoded` is malformed, unsupported or
  * out of bounds (nothing is computed then) or scrypt fails. The hash
  * comparison is constant-time. Treat -1 as a failed login and report the
@@ -116,5 +146,17 @@ void pwhash_dummy_verify(const char *password, size_t password_len);
  * back to the defaults). */
 void pwhash_dummy_verify_params(const struct pwhash_params *params,
 				const char *password, size_t password_len);
+
+/* Normalise an imported hash (`in`, Dovecot style, see above) into out
+ * for storage. 0, or -1 with a static reason (unknown scheme, malformed,
+ * cost out of bounds, too long). */
+int pwhash_import(const char *in, char *out, size_t out_len, const char **error_r);
+/* "scrypt", "bcrypt", "sha512-crypt", "sha256-crypt", "argon2id",
+ * "argon2i", "ssha256", "ssha512", or NULL for anything else. */
+const char *pwhash_scheme(const char *encoded);
+/* An encoded $scrypt$ string that verify would accept. */
+bool pwhash_scrypt_valid(const char *encoded);
+/* pwhash_verify for the imported schemes (pwhash_foreign.c). */
+int pwhash_verify_foreign(const char *encoded, const char *password, size_t password_len);
 
 #endif

@@ -1114,6 +1114,57 @@ int store_user_update(struct shard *sh, const char *address, const char *pwhash,
 	return sh_end(sh, true, status_r, error_r);
 }
 
+int store_user_list(struct shard *sh, const char *after, const char *domain, size_t max,
+		    struct user_info **out, size_t *n_r, bool *more_r, const char **error_r)
+{
+	struct key k;
+	key_user(&k, after);
+	size_t dl = domain ? strlen(domain) : 0;
+	struct user_info *list = xcalloc(max ? max : 1, sizeof(*list));
+	size_t n = 0;
+	bool more = false;
+	rocksdb_iterator_t *it = rocksdb_create_iterator(sh->db, sh->ro);
+	rocksdb_iter_seek(it, (const char *)k.b, k.len);
+	for (; rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+		size_t kl, vl;
+		const char *key = rocksdb_iter_key(it, &kl);
+		if (kl < 1 || key[0] != KEY_USER)
+			break;
+		if (kl == k.len && memcmp(key, k.b, kl) == 0)
+			continue; /* the resume point itself */
+		if (kl - 1 >= sizeof(list->address))
+			continue;
+		char addr[256];
+		memcpy(addr, key + 1, kl - 1);
+		addr[kl - 1] = '\0';
+		if (dl) {
+			const char *at = strrchr(addr, '@');
+			if (!at || strcmp(at + 1, domain) != 0)
+				continue;
+		}
+		if (n == max) {
+			more = true;
+			break;
+		}
+		const char *v = rocksdb_iter_value(it, &vl);
+		if (dec_user(view_make(v, vl), addr, &list[n])) {
+			explicit_bzero(list[n].pwhash, sizeof(list[n].pwhash));
+			n++;
+		}
+	}
+	char *err = NULL;
+	rocksdb_iter_get_error(it, &err);
+	rocksdb_iter_destroy(it);
+	if (err) {
+		free(list);
+		return rocks_fail(error_r, NULL, err);
+	}
+	*out = list;
+	*n_r = n;
+	*more_r = more;
+	return 0;
+}
+
 /* ---- scans (readers, or writers after sh_quiesce) ------------------------- */
 
 /* Iterate keys with `prefix` in order; fn returns non-zero to stop. */

@@ -138,6 +138,11 @@ int store_user_get(struct shard *sh, const char *address, struct user_info *out,
 int store_user_update(struct shard *sh, const char *address, const char *pwhash,
 		      uint64_t quota_bytes, int enabled, enum storage_status *status_r,
 		      const char **error_r);
+/* Users of the shard in address order, starting after `after` ("" from
+ * the first), only those of `domain` when it is not NULL or "": at most
+ * max into *out (malloc'ed; pwhash wiped), *more_r when more follow. */
+int store_user_list(struct shard *sh, const char *after, const char *domain, size_t max,
+		    struct user_info **out, size_t *n_r, bool *more_r, const char **error_r);
 /* Deletes the user, every mailbox and message, and releases bodies. */
 int store_user_delete(struct shard *sh, const char *address, enum storage_status *status_r,
 		      const char **error_r);
