@@ -20,42 +20,74 @@ static void usage(FILE *out)
 	fprintf(out,
 		"usage: mailctl [--redis URL] [--node ADDR] [--timeout MS] [--json] COMMAND\n"
 		"\n"
-		"  status            members registered in Redis, alive or not, and an RPC\n"
-		"                    ping of every live node\n"
+		"cluster\n"
+		"  cluster init [--shards S]\n"
+		"                    write the shard map (default 256 shards): contiguous ranges\n"
+		"                    for the live nodes, epoch 1; refused when one exists\n"
+		"  cluster status    nodes, shards per node, epochs, health (exit 1 when a shard\n"
+		"                    has no live primary or there is no map)\n"
+		"  node list         registered nodes, state, address, shards\n"
+		"  node add ID | node drain ID | node remove ID\n"
+		"                    moving shards needs replication, which does not exist yet:\n"
+		"                    add/drain of a node that would move shards, and remove of a\n"
+		"                    primary, exit 3 and say so; remove deletes a stopped node\n"
+		"                    that owns no shard from the membership\n"
+		"  status            members registered in Redis, alive or not, RPC ping of each\n"
 		"  ping ADDR [N]     RPC ping a node N times (default 3), print round trips\n"
-		"  user add ADDRESS [--password PW] [--quota BYTES]\n"
-		"                    create a user (INBOX, Sent, Drafts, Trash, Junk, Archive);\n"
-		"                    without --password (or MAILCTL_PASSWORD) one is generated\n"
-		"                    and printed\n"
+		"\n"
+		"users (passwords: --password-stdin reads one line; MAILCTL_PASSWORD; a prompt\n"
+		"without echo when run on a terminal; else one is generated and printed.\n"
+		"--password PW still works but shows in ps and shell history)\n"
+		"  user add ADDRESS [--password-stdin] [--quota BYTES|nK|nM|nG|nT]\n"
+		"                    create a user (INBOX, Sent, Drafts, Trash, Junk, Archive)\n"
 		"  user show ADDRESS quota, usage, shard\n"
-		"  user passwd ADDRESS [--password PW]\n"
-		"                    set a new password (or MAILCTL_PASSWORD; generated and\n"
-		"                    printed without either; \"\" disables password login)\n"
+		"  user list [DOMAIN] [--page N]\n"
+		"                    every user of every live node (N per request, max 1000)\n"
+		"  user passwd ADDRESS [--password-stdin]\n"
+		"                    set a new password (\"\" disables password login)\n"
 		"  user quota ADDRESS BYTES\n"
-		"                    set the quota (0 = unlimited)\n"
+		"                    set the quota (0 = unlimited; K, M, G, T suffixes)\n"
 		"  user enable ADDRESS | user disable ADDRESS\n"
 		"                    a disabled user can neither log in nor receive mail\n"
 		"                    (550 5.2.1); nothing is deleted\n"
-		"  user delete ADDRESS\n"
+		"  user remove ADDRESS (or delete)\n"
 		"                    delete the user with every mailbox and message\n"
 		"  auth ADDRESS      check a password (stdin or MAILCTL_PASSWORD) as a login would\n"
-		"  domain add NAME | domain delete NAME | domain list\n"
-		"                    local domains (written to every live node)\n"
-		"  alias set ALIAS TARGET... | alias delete ALIAS\n"
-		"                    ALIAS is list@domain or the catch-all @domain\n"
-		"  resolve ADDRESS   final recipients of an address (aliases expanded)\n"
 		"  mailbox list ADDRESS\n"
 		"                    mailboxes with UIDVALIDITY, UIDNEXT, counts\n"
+		"  import FILE|- [--dry-run] [--no-domains]\n"
+		"                    users from a mailcow or Mailu export, password hashes kept\n"
+		"                    ({BLF-CRYPT}, {SHA512-CRYPT}, {SHA256-CRYPT}, {ARGON2ID},\n"
+		"                    {SSHA256}, {SSHA512}): CSV/TSV with a header naming email\n"
+		"                    (or username), password, quota (bytes), active; or JSON\n"
+		"                    lines {\"email\",\"password_hash\",\"quota_bytes\",\"enabled\"}\n"
+		"\n"
+		"domains\n"
+		"  domain add NAME | domain remove NAME | domain list\n"
+		"                    local domains (written to every live node)\n"
+		"  alias add ALIAS TARGET... | alias remove ALIAS | alias list [DOMAIN]\n"
+		"                    ALIAS is list@domain or the catch-all @domain\n"
+		"  resolve ADDRESS   final recipients of an address (aliases expanded)\n"
+		"  dkim keygen DOMAIN [--selector S] [--algo rsa2048|ed25519]\n"
+		"                    a DKIM key (selector \"dkim\" by default) kept in the\n"
+		"                    directory of every node; prints the TXT record\n"
+		"  dkim show DOMAIN [--selector S] [--private] | dkim remove DOMAIN SELECTOR\n"
+		"  dns DOMAIN [--zone] [--host MX-HOST] [--ipv4 A] [--ipv6 A] [--ttl S]\n"
+		"                    the records to publish: MX, SPF, DKIM, DMARC, MTA-STS\n"
+		"                    (and its policy file), TLS-RPT, SRV, autoconfig, PTR\n"
+		"\n"
+		"mail\n"
 		"  deliver ADDRESS... < MESSAGE\n"
 		"                    store a message (read from stdin) for the recipients,\n"
-		"                    as the proxy's SMTP receiver will; prints each status\n"
+		"                    as the proxy's SMTP receiver does; prints each status\n"
 		"  sessions [ADDRESS]\n"
 		"                    open IMAP/POP3 sessions (of one user): user, service,\n"
 		"                    client, node, proxy, since\n"
 		"\n"
 		"The cluster is found with --redis or the REDIS_URL environment variable;\n"
-		"a user's node is the live node whose shards cover the user's shard\n"
-		"(--node ADDR names one instead).\n");
+		"a user's node is the primary of the user's shard in the shard map, or\n"
+		"without a map the live node advertising that shard (--node ADDR names one).\n"
+		"Exit status: 0 ok, 1 failed, 2 usage error, 3 needs replication (not yet).\n");
 }
 
 /* ---- small synchronous helpers over the loop ------------------------- */
@@ -515,8 +547,8 @@ static int user_password(enum ctl_pw_source src, const char *arg, char *out, siz
 
 static int live_nodes(struct ctl *c, char addrs[][128], int max);
 
-/* user list [DOMAIN]: every live primary, a page at a time. */
-static int user_list(struct ctl *c, const char *domain)
+/* user list [DOMAIN] [--page N]: every live primary, a page at a time. */
+static int user_list(struct ctl *c, const char *domain, uint32_t page)
 {
 	char addrs[64][128];
 	int n = live_nodes(c, addrs, 64);
@@ -529,6 +561,7 @@ static int user_list(struct ctl *c, const char *domain)
 		char next[256] = "";
 		req.domain = (char *)(domain ? domain : "");
 		req.after_user = next;
+		req.limit = page;
 		for (;;) {
 			ProtobufCMessage *rep;
 			if (ctl_call(c, addrs[i], RPC_METHOD_USER_LIST, &req.base, 30000, &rep, NULL,
@@ -570,10 +603,43 @@ static int user_list(struct ctl *c, const char *domain)
 	return status;
 }
 
+/* A mailbox in a domain the directory does not know gets no mail. */
+static void warn_domain(struct ctl *c, const char *addr, const char *canonical)
+{
+	Mail__Rpc__UserRequest req = MAIL__RPC__USER_REQUEST__INIT;
+	req.user = (char *)canonical;
+	ProtobufCMessage *rep;
+	if (ctl_call(c, addr, RPC_METHOD_RESOLVE, &req.base, c->timeout_ms, &rep, NULL, NULL, 0))
+		return;
+	if (((const Mail__Rpc__AliasRequest *)rep)->n_targets == 0)
+		fprintf(stderr, "mailctl: warning: %s is not a local domain yet; add it with "
+				"`mailctl domain add %s` so that mail for it is taken\n",
+			strrchr(canonical, '@') + 1, strrchr(canonical, '@') + 1);
+	ctl_free_reply(&rep);
+}
+
 static int cmd_user(struct ctl *c, int argc, char **argv)
 {
-	if (argc >= 1 && strcmp(argv[0], "list") == 0 && argc <= 2)
-		return user_list(c, argc == 2 ? argv[1] : NULL);
+	if (argc >= 1 && strcmp(argv[0], "list") == 0) {
+		const char *domain = NULL;
+		unsigned long page = 0;
+		for (int i = 1; i < argc; i++) {
+			char *end = NULL;
+			if (strcmp(argv[i], "--page") == 0 && i + 1 < argc) {
+				page = strtoul(argv[++i], &end, 10);
+				if (*end || page < 1 || page > 1000) {
+					fprintf(stderr, "mailctl: --page wants 1..1000\n");
+					return 2;
+				}
+			} else if (!domain && argv[i][0] != '-') {
+				domain = argv[i];
+			} else {
+				fprintf(stderr, "mailctl: user list [DOMAIN] [--page N]\n");
+				return 2;
+			}
+		}
+		return user_list(c, domain, (uint32_t)page);
+	}
 	if (argc < 2) {
 		usage(stderr);
 		return 2;
@@ -628,6 +694,7 @@ static int cmd_user(struct ctl *c, int argc, char **argv)
 		if (generated[0] && !c->json)
 			printf("  password %s\n", generated);
 		protobuf_c_message_free_unpacked(w.reply, NULL);
+		warn_domain(c, ref.addr, ref.canonical);
 		return 0;
 	}
 	if (strcmp(sub, "show") == 0) {

@@ -77,12 +77,23 @@ static int cluster_init(struct ctl *c, int argc, char **argv)
 	if (!rc)
 		return CTL_USAGE;
 	struct ctl_member *m = NULL;
-	int n = ctl_members(c, rc, &m);
+	int n = -1;
 	int status = CTL_FAIL;
 	const char **args = NULL;
 	char (*vals)[96] = NULL;
 	char (*fields)[12] = NULL;
 	struct ctl_reply r = { 0 };
+	/* Say so first when there is a map (the script checks again). */
+	if (ctl_redis_cmd(c, rc, &r, "HGET %s count", REGISTRY_SHARDMAP_KEY) < 0)
+		goto out;
+	if (r.type == REDIS_REPLY_STRING) {
+		fprintf(stderr, "mailctl: the cluster is initialised already (%s holds %s shards); "
+				"refusing to initialise it again\n",
+			REGISTRY_SHARDMAP_KEY, r.str);
+		goto out;
+	}
+	ctl_reply_free(&r);
+	n = ctl_members(c, rc, &m);
 	if (n < 0)
 		goto out;
 	/* The live nodes, in natural id order (ctl_members sorts). */

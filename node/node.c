@@ -72,7 +72,7 @@ struct node_store {
 	uint64_t *epoch;    /* nshards; 0 without a shard map */
 	char id[REGISTRY_ID_MAX];
 	char local_spec[256]; /* shards.local: the fallback without a map */
-	char shards_spec[256]; /* advertised in the membership info */
+	char shards_spec[256]; /* served now (logs) */
 	bool from_map;
 	struct metrics_counter *m_handoff_imap, *m_handoff_pop3, *m_not_primary;
 	uint64_t max_message; /* storage.max_message */
@@ -1402,16 +1402,6 @@ static void member_info(const struct node *n, const char *spec, char *out, size_
 		 (int)getpid(), n->rpc_tls ? 1 : 0, n->ns->nshards, spec);
 }
 
-/* The shard map changed what we serve: advertise it. */
-static void shards_changed(void *arg, const char *spec)
-{
-	struct node *n = arg;
-	char info[512];
-	member_info(n, spec, info, sizeof(info));
-	if (n->hb)
-		heartbeat_set_info(n->hb, info);
-}
-
 struct node *node_new(struct loop *l, const struct config *cfg, struct tls_server *tls,
 		      struct node_store *ns, bool primary, const char **error_r)
 {
@@ -1481,13 +1471,14 @@ struct node *node_new(struct loop *l, const struct config *cfg, struct tls_serve
 		}
 		n->rpc_tls = rpc_tls;
 		char info[512];
-		member_info(n, node_store_spec(ns), info, sizeof(info));
+		/* "shards=" is what we serve without a map (shards.local): the
+		 * membership fallback must not go stale when a map disappears. */
+		member_info(n, ns->local_spec, info, sizeof(info));
 		n->hb = heartbeat_start(l, n->redis, "node", n->id, info,
 					(uint32_t)config_get_duration_ms(cfg, "heartbeat.interval"),
 					(uint32_t)config_get_duration_ms(cfg, "heartbeat.ttl"));
 		n->follow = node_shardmap_start(l, n->redis, ns,
-						(uint32_t)config_get_duration_ms(cfg, "shardmap.refresh"),
-						shards_changed, n);
+						(uint32_t)config_get_duration_ms(cfg, "shardmap.refresh"));
 	}
 	n->dedupe_ttl_ms = config_get_duration_ms(cfg, "delivery.dedupe_ttl");
 	timer_init(&n->prune_timer, prune_tick, n);

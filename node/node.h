@@ -30,7 +30,7 @@ struct shardmap;
  * (e.g. the map's count differs from ours: nothing changes). */
 int node_store_apply(struct node_store *ns, const struct shardmap *map, int *changed_r,
 		     const char **error_r);
-/* The served shards as advertised ("0-84", "all", "map"). */
+/* The served shards, for logs ("0-84", "all", "map" when too long). */
 const char *node_store_spec(const struct node_store *ns);
 uint32_t node_store_nshards(const struct node_store *ns);
 
@@ -40,13 +40,11 @@ uint32_t node_store_nshards(const struct node_store *ns);
 int node_shardmap_read(const char *url, uint32_t timeout_ms, struct shardmap **map_r,
 		       const char **error_r);
 /* Follow the map on loop l: the channel plus a re-read every refresh_ms;
- * each change is applied with node_store_apply on a worker, then
- * changed(arg, spec) runs on l. */
+ * each change is applied with node_store_apply on a worker. */
 struct redis_client;
 struct node_shardmap;
 struct node_shardmap *node_shardmap_start(struct loop *l, struct redis_client *rc,
-					  struct node_store *ns, uint32_t refresh_ms,
-					  void (*changed)(void *arg, const char *spec), void *arg);
+					  struct node_store *ns, uint32_t refresh_ms);
 /* Before the Redis client is freed. NULL-safe. */
 void node_shardmap_stop(struct node_shardmap **f);
 

@@ -110,8 +110,6 @@ struct node_shardmap {
 	struct redis_sub *sub;
 	struct timer t;
 	uint32_t refresh_ms;
-	void (*changed)(void *arg, const char *spec);
-	void *arg;
 	bool reading;    /* HGETALL in flight */
 	bool applying;   /* worker job in flight */
 	bool again;      /* re-read once the current round is over */
@@ -168,8 +166,6 @@ static void apply_done(struct work *w)
 				 node_store_spec(f->ns));
 		free(f->last);
 		f->last = f->key;
-		if (!f->dead && f->changed)
-			f->changed(f->arg, node_store_spec(f->ns));
 	}
 	f->key = NULL;
 	shardmap_free(&f->map);
@@ -262,16 +258,13 @@ static void on_published(struct redis_client *c, struct view channel, struct vie
 }
 
 struct node_shardmap *node_shardmap_start(struct loop *l, struct redis_client *rc,
-					  struct node_store *ns, uint32_t refresh_ms,
-					  void (*changed)(void *arg, const char *spec), void *arg)
+					  struct node_store *ns, uint32_t refresh_ms)
 {
 	struct node_shardmap *f = xcalloc(1, sizeof(*f));
 	f->loop = l;
 	f->rc = rc;
 	f->ns = ns;
 	f->refresh_ms = refresh_ms;
-	f->changed = changed;
-	f->arg = arg;
 	f->sub = redis_subscribe(rc, REGISTRY_SHARDMAP_CHANNEL, on_published, f);
 	timer_init(&f->t, tick, f);
 	/* The first round only confirms what node_store_open read. */

@@ -159,16 +159,6 @@ bool registry_spec_has(const char *spec, uint32_t shard)
 	return false;
 }
 
-void heartbeat_set_info(struct heartbeat *hb, const char *info)
-{
-	if (strcmp(hb->info, info) == 0)
-		return;
-	free(hb->info);
-	hb->info = xstrdup(info);
-	timer_stop(hb->loop, &hb->t);
-	timer_start(hb->loop, &hb->t, 0);
-}
-
 /* ---- shard map ------------------------------------------------------------ */
 
 bool registry_id_valid(const char *id)

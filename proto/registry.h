@@ -49,9 +49,9 @@ struct redis_client;
  * A map whose count differs from what a running node serves is ignored
  * by that node (logged): the count is fixed at init.
  *
- * A node's membership info then advertises "shards=<ranges>" from the
- * map, or "shards=map" when its ranges do not fit the info string
- * (readers use the map itself then). Ids in the map are member ids
+ * A node's membership info keeps advertising "shards=<shards.local>",
+ * what it serves when there is no map, so that the fallback is right the
+ * moment a map disappears. Ids in the map are member ids
  * (REGISTRY_ID_MAX - 1 bytes at most, [A-Za-z0-9._-]). */
 #define REGISTRY_SHARDMAP_KEY "mail:shardmap"
 #define REGISTRY_SHARDMAP_CHANNEL "mail:shardmap"
@@ -95,8 +95,6 @@ struct heartbeat *heartbeat_start(struct loop *l, struct redis_client *rc, const
 void heartbeat_stop(struct heartbeat **hb);
 /* Successful refreshes so far (for tests and logs). */
 uint64_t heartbeat_count(const struct heartbeat *hb);
-/* Replace the info string from the next refresh on (which is made now). */
-void heartbeat_set_info(struct heartbeat *hb, const char *info);
 
 /* Key of a member: "mail:<kind>:<id>" into out (>= 160 bytes). */
 const char *registry_member_key(const char *kind, const char *id, char *out, size_t out_len);

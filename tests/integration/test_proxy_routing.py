@@ -160,10 +160,15 @@ def run(t):
                 "shard map routes n3's user to n1, which refuses it", e)
     m.shutdown()
     t.check(nodes["n1"].log_count("shard not served") >= 0, "n1 alive", nodes["n1"].log_tail(5))
+    n3node = nodes[owner[n3user]]
+    before = n3node.log_count("event=shardmap_applied source=shards.local")
     rcli("DEL", "mail:shardmap")
     rcli("PUBLISH", "mail:shardmap", "8")
     t.require(p.wait_log("source=membership shards=16 served=16 nodes=3", count=2, timeout=5),
               "without the shard map the membership routes again", p.log_tail())
+    # The nodes follow the map too: n3 serves its shards.local again.
+    t.require(n3node.wait_log("event=shardmap_applied source=shards.local", count=before + 1,
+                              timeout=5), "n3 falls back to shards.local", n3node.log_tail())
     m = imaplib.IMAP4(mt.HOST, imap, timeout=20)
     typ, _ = m.login(n3user, PW)
     t.check(typ == "OK", "n3's user logs in again")
