@@ -39,7 +39,8 @@ const struct config_def node_config_defs[] = {
 	{ "shards.count", CONFIG_INT, "256", 1, 65536,
 	  "virtual shards of the cluster (fixed at cluster init; every member must agree)" },
 	{ "shards.local", CONFIG_STRING, "all", 0, 0,
-	  "shards this node owns when there is no shard map: 'all' or ranges '0-84,200'" },
+	  "shards this node owns when there is no shard map: 'all', 'none' or ranges "
+	  "'0-84,200' (hosts of a cluster: 'none', then mailctl cluster init)" },
 	{ "shardmap.refresh", CONFIG_DURATION, "5s", 100, 600000,
 	  "re-read the shard map this often (changes are also published)" },
 	{ "storage.cache", CONFIG_SIZE, "256M", 1048576, 1099511627776,
@@ -78,11 +79,15 @@ struct node_store {
 	uint64_t max_message; /* storage.max_message */
 };
 
-/* "all" or "a-b,c,...". */
+/* "all", "none" or "a-b,c,...". */
 static int parse_shards(const char *spec, uint32_t n, uint8_t *owned, const char **error_r)
 {
 	if (strcmp(spec, "all") == 0) {
 		memset(owned, 1, n);
+		return 0;
+	}
+	if (strcmp(spec, "none") == 0) {
+		memset(owned, 0, n);
 		return 0;
 	}
 	memset(owned, 0, n);
@@ -110,7 +115,7 @@ static int parse_shards(const char *spec, uint32_t n, uint8_t *owned, const char
 	}
 	return 0;
 bad:
-	*error_r = "shards.local: want 'all' or ranges like '0-84,200' below shards.count";
+	*error_r = "shards.local: want 'all', 'none' or ranges like '0-84,200' below shards.count";
 	return -1;
 }
 

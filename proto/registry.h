@@ -100,7 +100,7 @@ uint64_t heartbeat_count(const struct heartbeat *hb);
 const char *registry_member_key(const char *kind, const char *id, char *out, size_t out_len);
 /* Parse "key=value" out of an info string; copies into out; 0 or -1. */
 int registry_info_get(const char *info, const char *key, char *out, size_t out_len);
-/* Does a shard spec ("all" or "0-84,200") contain shard? A malformed spec
+/* Does a shard spec ("all", "none" or "0-84,200") contain shard? A malformed spec
  * contains nothing past the point where it stops making sense. */
 bool registry_spec_has(const char *spec, uint32_t shard);
 
