@@ -343,8 +343,8 @@ static int read_line(int fd, char *out, size_t out_len)
 static int prompt(int tty, const char *text, char *out, size_t out_len)
 {
 	struct termios old, quiet;
-	if (write(tty, text, strlen(text)) < 0)
-		return -1;
+	/* Echo off before the prompt shows: nothing typed after it is echoed
+	 * or flushed away. */
 	bool restore = tcgetattr(tty, &old) == 0;
 	if (restore) {
 		quiet = old;
@@ -352,7 +352,7 @@ static int prompt(int tty, const char *text, char *out, size_t out_len)
 		quiet.c_lflag |= ECHONL;
 		tcsetattr(tty, TCSAFLUSH, &quiet);
 	}
-	int r = read_line(tty, out, out_len);
+	int r = write(tty, text, strlen(text)) < 0 ? -1 : read_line(tty, out, out_len);
 	if (restore)
 		tcsetattr(tty, TCSAFLUSH, &old);
 	return r;

@@ -12,7 +12,9 @@ login through the node, rehashed to scrypt at the first one."""
 import base64
 import json
 import os
+import pty
 import re
+import select
 import subprocess
 
 import mailtest as mt
@@ -153,6 +155,17 @@ def body(t, m, auth, kv, env, cdir, node, openssl, base):
             out + err)
     rc, out, err = m("user", "add", "not-an-address", "--password-stdin", stdin="x\n")
     t.check(rc == 2, "user add of a bad address: usage error", out + err)
+    # Run on a terminal without a password option: a prompt without echo, twice.
+    out, status = on_tty(t, [mt.binary("mailctl"), "user", "add", "tty@example.test"], env,
+                         [(b"Password: ", b"pw-tty-1\n"), (b"Again: ", b"pw-tty-1\n")])
+    t.check(status == 0 and b"user tty@example.test" in out and b"pw-tty-1" not in out and
+            auth("tty@example.test", "pw-tty-1"),
+            "user add on a terminal prompts twice without echo", out)
+    out, status = on_tty(t, [mt.binary("mailctl"), "user", "passwd", "tty@example.test"], env,
+                         [(b"Password: ", b"one\n"), (b"Again: ", b"two\n")])
+    t.check(status != 0 and b"differ" in out and auth("tty@example.test", "pw-tty-1"),
+            "different passwords at the prompt change nothing", out)
+    m("user", "remove", "tty@example.test")
     rc, out, err = m("user", "passwd", U, "--password-stdin", stdin="pw-erin-2\n")
     t.check(rc == 0 and auth(U, "pw-erin-2") and not auth(U, "pw-erin-1"),
             "user passwd --password-stdin", out + err)
@@ -314,6 +327,56 @@ def body(t, m, auth, kv, env, cdir, node, openssl, base):
             "importing again skips the existing users", out + err)
     rc, out, err = m("import", t.scratch / "nope.tsv")
     t.check(rc == 2, "import of a missing file: usage error", out + err)
+
+
+def on_tty(t, argv, env, dialogue, timeout=10):
+    """Run argv on a pseudo-terminal; answer each expected prompt."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        try:
+            os.execve(str(argv[0]), [str(a) for a in argv], env)
+        finally:
+            os._exit(127)
+    out = b""
+    try:
+        for expect, answer in dialogue:
+            while expect not in out:
+                r, _, _ = select.select([fd], [], [], timeout)
+                if not r:
+                    return out, -1
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    break
+                out += chunk
+            if expect not in out:
+                break
+            os.write(fd, answer)
+        while True:
+            r, _, _ = select.select([fd], [], [], timeout)
+            if not r:
+                break
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        # A child still waiting for input is a failure, not a hang.
+        for _ in range(100):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            select.select([], [], [], 0.05)
+        else:
+            os.kill(pid, 9)
+            _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    return out, os.waitstatus_to_exitcode(status)
 
 
 def parse_zone(t, zone):
