@@ -431,57 +431,16 @@ static int find_node(struct ctl *c, const char *addr, struct node_ref *ref)
 	return 0;
 }
 
+/* One RPC call to addr (ctl_call), waited for. Returns 0 with w->reply
+ * set, or 1 after printing why. */
 struct call_wait {
-	bool done;
-	enum rpc_status st;
 	ProtobufCMessage *reply;
-	char err[256];
 };
 
-static void on_call(void *arg, enum rpc_status st, const ProtobufCMessage *reply,
-		    const Mail__Rpc__ErrorReply *err)
-{
-	struct call_wait *w = arg;
-	w->done = true;
-	w->st = st;
-	if (reply) {
-		/* Keep a copy: the reply is only borrowed. */
-		size_t n = protobuf_c_message_get_packed_size(reply);
-		uint8_t *tmp = xmalloc(n ? n : 1);
-		protobuf_c_message_pack(reply, tmp);
-		w->reply = protobuf_c_message_unpack(reply->descriptor, NULL, n, tmp);
-		free(tmp);
-	}
-	if (err)
-		snprintf(w->err, sizeof(w->err), "%s", err->message);
-}
-
-static bool call_done(void *arg)
-{
-	return ((struct call_wait *)arg)->done;
-}
-
-/* One RPC call to addr, waited for. Returns 0 with w->reply set, or 1. */
 static int call_node(struct ctl *c, const char *addr, uint16_t method, const ProtobufCMessage *req,
 		     uint32_t deadline_ms, struct call_wait *w)
 {
-	memset(w, 0, sizeof(*w));
-	const char *err = NULL;
-	struct rpc_client_config cc = { .addr = addr, .max_frame = 96u << 20 };
-	struct rpc_client *cl = rpc_client_new(c->loop, &cc, &err);
-	if (!cl) {
-		fprintf(stderr, "mailctl: %s\n", err);
-		return 1;
-	}
-	rpc_client_call(cl, method, req, deadline_ms, on_call, w);
-	loop_run_until(c->loop, call_done, w, deadline_ms + 2000);
-	rpc_client_free(&cl);
-	if (!w->done || w->st != RPC_OK) {
-		fprintf(stderr, "mailctl: %s: %s%s%s\n", addr,
-			w->done ? rpc_status_str(w->st) : "timeout", w->err[0] ? ": " : "", w->err);
-		return 1;
-	}
-	return 0;
+	return ctl_call(c, addr, method, req, deadline_ms, &w->reply, NULL, NULL, 0);
 }
 
 static void print_user(const struct ctl *c, const Mail__Rpc__UserInfo *u)
